@@ -1,0 +1,51 @@
+"""The ``kubechat`` command: one entry point, one subcommand per role.
+
+Subcommand modules are imported only when chosen, so ``kubechat --help`` stays fast and a role
+never pays for another role's imports (torch, gradio, kopf). Each module exposes
+``configure(parser)`` to declare its flags and ``run(args) -> int`` to do the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-model": ("kubechat.demo_model.command", "build the tiny demo chat model (no download)"),
+    "worker": ("kubechat.worker.command", "serve one model with an OpenAI-compatible API"),
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as a CLI message, exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="kubechat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].configure(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        code = modules[args.command].run(args)
+    except UsageError as exc:
+        parser.exit(2, f"kubechat {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

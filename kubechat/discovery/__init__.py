@@ -1,0 +1,1 @@
+"""Finding live workers: lease records, lease stores (local files, Kubernetes), live view."""

@@ -1,0 +1,1 @@
+"""The kopf operator: reconciles ModelDeployments into worker pods and reports status."""

@@ -1,0 +1,1 @@
+"""The model worker: loads a Hugging Face model and serves an OpenAI-compatible API."""
