@@ -1,0 +1,88 @@
+"""Errors in the shape OpenAI's API returns them, shared by the worker and the gateway.
+
+Every HTTP error kubechat answers is ``{"error": {"message", "type", "param", "code"}}`` with the
+true status code: 400 for a bad parameter, 404 for an unknown model, 429 when full, 503 while
+loading or when no worker is live, 500 with a message for internal failures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+@dataclass
+class OpenAIError(Exception):
+    """An error answered to a client as OpenAI error JSON with ``status``."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+    type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+        if self.type is None:
+            self.type = _TYPES.get(
+                self.status, "server_error" if self.status >= 500 else "invalid_request_error"
+            )
+
+    def body(self) -> dict:
+        """The JSON body: ``{"error": {...}}``."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    """400: the request itself is wrong."""
+    return OpenAIError(400, message, param=param, code=code)
+
+
+def model_not_found(model: str, available: list[str]) -> OpenAIError:
+    """404: no model of that name is served here."""
+    served = ", ".join(available) if available else "none"
+    return OpenAIError(
+        404,
+        f"The model '{model}' does not exist or is not served here (served: {served}).",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def overloaded(message: str, retry_after: float = 1.0) -> OpenAIError:
+    """429: every slot is taken; the client should retry after a while."""
+    return OpenAIError(
+        429,
+        message,
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(max(1, round(retry_after)))},
+    )
+
+
+def unavailable(message: str, retry_after: float = 2.0, code: str | None = None) -> OpenAIError:
+    """503: not able to serve now (loading, draining, no live worker)."""
+    return OpenAIError(
+        503, message, code=code, headers={"Retry-After": str(max(1, round(retry_after)))}
+    )

@@ -1,0 +1,157 @@
+"""The worker's HTTP API: OpenAI endpoints, health, metrics. Routing only; logic is in serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kubechat.openai_errors import OpenAIError, unavailable
+
+from .protocol import ChatCompletionRequest, CompletionRequest, model_list
+from .serving import Serving
+from .state import WorkerState
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def create_app(state: WorkerState) -> FastAPI:
+    """Build the FastAPI app over a worker state (which may still be loading)."""
+    app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
+    app.state.worker = state
+    metrics = state.metrics
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(validation_error(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path)
+        return _error_response(OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}"))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: the model is loaded and the worker is not draining."""
+        if state.serving is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """The model names this worker serves."""
+        return model_list(state.model_names)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completions, streamed or not."""
+        return await _serve(request, "chat", body, lambda s: s.prepare_chat(body))
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        """OpenAI completions, streamed or not."""
+        return await _serve(request, "completions", body, lambda s: s.prepare_completion(body))
+
+    async def _serve(request: Request, endpoint: str, body: Any, prepare: Callable) -> Response:
+        model = body.model
+        try:
+            serving = _serving(state)
+            job = prepare(serving)
+            slot = serving.admit(job)
+        except OpenAIError as exc:
+            metrics.requests.labels(model, endpoint, str(exc.status)).inc()
+            raise
+        if body.stream:
+            metrics.requests.labels(model, endpoint, "200").inc()
+
+            async def events():
+                try:
+                    async for event in serving.stream(job):
+                        yield event
+                finally:
+                    slot.release()
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        try:
+            result = await _until_disconnect(request, serving.complete(job))
+        except OpenAIError as exc:
+            metrics.requests.labels(model, endpoint, str(exc.status)).inc()
+            raise
+        finally:
+            slot.release()
+        if result is None:  # client went away; its generation was cancelled
+            metrics.requests.labels(model, endpoint, "499").inc()
+            return PlainTextResponse("client disconnected", status_code=499)
+        metrics.requests.labels(model, endpoint, "200").inc()
+        return JSONResponse(result)
+
+    return app
+
+
+def _serving(state: WorkerState) -> Serving:
+    if state.draining:
+        raise unavailable("worker is shutting down; send the request elsewhere", code="draining")
+    if state.serving is None:
+        raise unavailable("model is still loading", retry_after=5, code="loading")
+    return state.serving
+
+
+async def _until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
+    """Await ``work`` unless the client disconnects first (then cancel it and return None)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def validation_error(exc: RequestValidationError) -> OpenAIError:
+    """A 400 OpenAIError naming the first invalid field."""
+    errors = exc.errors()
+    if not errors:
+        return OpenAIError(400, "invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return OpenAIError(400, f"request body is not valid JSON: {first.get('msg')}")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid value")
+    if param:
+        msg = f"{param}: {msg}"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return OpenAIError(400, msg, param=param)
+
+
+def _error_response(err: OpenAIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)

@@ -1,0 +1,90 @@
+"""The engine interface: what the API layer asks of a generation engine.
+
+An engine takes token ids in and streams token ids out. Text, stop strings, chat templates and
+HTTP live above it, so every engine (one-at-a-time, continuous batching) behaves the same to users.
+Closing the async iterator returned by :meth:`Engine.generate` cancels the request and frees its
+slot at once; this is how client disconnects and stop strings end generation.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling parameters, already merged with the model's defaults."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: off
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    do_sample: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        """True when the next token is always the most likely one."""
+        return not self.do_sample or self.temperature <= 1e-5
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence to generate."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop_token_ids: frozenset[int] = frozenset()
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token; ``finish_reason`` is set on the last step ("stop" or "length").
+
+    A stop token ends the sequence with ``token_id`` None: it is never part of the output.
+    """
+
+    token_id: int | None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Load figures reported in metrics and heartbeat leases."""
+
+    running: int
+    queued: int
+    capacity: int
+
+
+class EngineError(RuntimeError):
+    """The engine failed while generating (answered as HTTP 500 with the message)."""
+
+
+class Engine(abc.ABC):
+    """A generation engine: one model, many concurrent requests."""
+
+    #: which generation path this engine takes, reported in logs and metrics
+    path: str = "unknown"
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
+        """Stream the steps of one request; closing the iterator cancels it."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """Current running and queued sequences and the capacity."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start background work (threads, loops). Called once before serving."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop background work; pending requests end with an error."""

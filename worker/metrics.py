@@ -1,0 +1,89 @@
+"""The worker's Prometheus metrics, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class WorkerMetrics:
+    """Counters, gauges and histograms the worker exports on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kubechat_worker_requests",
+            "Requests answered, by model, endpoint and HTTP status",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "kubechat_worker_prompt_tokens", "Prompt tokens processed", ["model"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "kubechat_worker_completion_tokens",
+            "Completion tokens generated",
+            ["model"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "kubechat_worker_time_to_first_token_seconds",
+            "Time from request to first token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "kubechat_worker_inter_token_latency_seconds",
+            "Time between consecutive tokens",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "kubechat_worker_request_duration_seconds",
+            "Time from request to last token",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "kubechat_worker_in_flight", "Sequences admitted (running or queued)", registry=r
+        )
+        self.running = Gauge("kubechat_worker_running", "Sequences generating now", registry=r)
+        self.queued = Gauge(
+            "kubechat_worker_queued", "Sequences waiting for the engine", registry=r
+        )
+        self.capacity = Gauge(
+            "kubechat_worker_capacity", "Sequences the worker admits at once", registry=r
+        )
+        self.ready = Gauge("kubechat_worker_ready", "1 once the model is loaded", registry=r)
+        self.engine_path = Gauge(
+            "kubechat_worker_engine_info",
+            "The generation path in use (value 1)",
+            ["path"],
+            registry=r,
+        )
+
+    def bind_load(
+        self,
+        in_flight: Callable[[], float],
+        running: Callable[[], float],
+        queued: Callable[[], float],
+    ) -> None:
+        """Read load gauges from live callbacks at scrape time."""
+        self.in_flight.set_function(in_flight)
+        self.running.set_function(running)
+        self.queued.set_function(queued)

@@ -1,0 +1,169 @@
+"""OpenAI request and response types of the worker's API (chat completions, completions, models).
+
+Field bounds follow OpenAI's documented ranges; anything outside them is a 400 naming the field.
+Sampling fields left unset fall back to the model's generation_config.json defaults.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Lenient(BaseModel):
+    # Unknown fields are ignored, as OpenAI-compatible servers do: clients send vendor extras.
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Lenient):
+    """One part of a list-of-parts message content; only text parts are understood."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Lenient):
+    """One chat message: role and text content."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message content as plain text (list-of-parts joined)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise ValueError(f"content part of type '{part.type}' is not supported; send text")
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class StreamOptions(_Lenient):
+    """``stream_options``: ``include_usage`` adds a final chunk with token counts."""
+
+    include_usage: bool = False
+
+
+Stop = str | Annotated[list[str], Field(max_length=16)] | None
+
+
+class SamplingFields(_Lenient):
+    """Fields shared by chat completions and completions."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1)
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    n: int = Field(default=1, ge=1, le=16)
+    stop: Stop = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: Stop) -> list[str]:
+        if value is None:
+            return []
+        items = [value] if isinstance(value, str) else list(value)
+        if any(not s for s in items):
+            raise ValueError("stop strings must not be empty")
+        return items
+
+    def stop_strings(self) -> list[str]:
+        """The stop strings as a list (``stop`` may be a string or a list)."""
+        return list(self.stop or [])
+
+
+class ChatCompletionRequest(SamplingFields):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> ChatCompletionRequest:
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        if self.logprobs:
+            raise ValueError("logprobs are not supported by this server")
+        return self
+
+
+PromptInput = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingFields):
+    """POST /v1/completions."""
+
+    prompt: PromptInput
+    echo: bool = False
+    suffix: str | None = None
+    logprobs: int | None = None
+    best_of: int | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> CompletionRequest:
+        if self.suffix:
+            raise ValueError("suffix is not supported by this server")
+        if self.logprobs:
+            raise ValueError("logprobs are not supported by this server")
+        if self.best_of not in (None, 1, self.n):
+            raise ValueError("best_of other than n is not supported by this server")
+        prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt]
+        if len(prompts) == 0:
+            raise ValueError("prompt must not be empty")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt as a list of prompts: each a string or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and all(isinstance(x, int) for x in p):
+            return [list(p)]  # one tokenized prompt
+        return list(p)  # list of strings or list of token lists
+
+
+class Usage(BaseModel):
+    """Token counts of a request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+def new_id(prefix: str) -> str:
+    """A response id such as ``chatcmpl-3f2a...``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    """Seconds since the epoch, as OpenAI's ``created``."""
+    return int(time.time())
+
+
+def model_list(names: list[str], owned_by: str = "kubechat") -> dict[str, Any]:
+    """The body of GET /v1/models."""
+    created = now()
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+            for name in names
+        ],
+    }

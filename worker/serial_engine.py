@@ -1,0 +1,128 @@
+"""The one-at-a-time engine: requests wait in a queue and run alone, token by token.
+
+It works with any causal LM whose forward takes ``input_ids`` and ``past_key_values`` (remote-code
+checkpoints included), so it is the path of last resort. Model work runs on one background thread;
+tokens reach the event loop through thread-safe queue hand-offs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .engine import Engine, EngineError, EngineStats, GenerationRequest, Step
+from .sampling import new_generator, pick_token
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+
+class SerialEngine(Engine):
+    """Runs one sequence at a time on a background thread."""
+
+    path = "serial"
+
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device | str, capacity: int = 1
+    ) -> None:
+        self._model = model
+        self._device = torch.device(device)
+        self._capacity = capacity
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._running = 0
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        """Start the model thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="serial-engine", daemon=True)
+            self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop the model thread after the current step."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+
+    def stats(self) -> EngineStats:
+        """Running is 0 or 1; every other admitted request waits in the queue."""
+        return EngineStats(
+            running=self._running, queued=self._jobs.qsize(), capacity=self._capacity
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
+        """Queue the request and stream its steps; closing the iterator cancels it."""
+        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        self._jobs.put(job)
+        try:
+            while True:
+                item = await job.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise EngineError(str(item)) from item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            job.cancelled.set()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if job.cancelled.is_set():
+                continue
+            self._running = 1
+            try:
+                with torch.inference_mode():
+                    self._run(job)
+            except Exception as exc:  # reported to the one request, the engine keeps serving
+                log.exception("generation failed")
+                job.emit(exc)
+            finally:
+                self._running = 0
+                job.emit(_DONE)
+
+    def _run(self, job: _Job) -> None:
+        req = job.request
+        params = req.sampling
+        generator = None if params.greedy else new_generator(params, self._device)
+        seen = list(req.prompt_ids)
+        generated: list[int] = []
+        input_ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self._device)
+        past = None
+        for i in range(req.max_new_tokens):
+            if job.cancelled.is_set():
+                return
+            out = self._model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = pick_token(out.logits[0, -1], params, generator, seen, generated)
+            if token in req.stop_token_ids:
+                job.emit(Step(None, "stop"))
+                return
+            generated.append(token)
+            seen.append(token)
+            last = i == req.max_new_tokens - 1
+            job.emit(Step(token, "length" if last else None))
+            input_ids = torch.tensor([[token]], dtype=torch.long, device=self._device)

@@ -1,0 +1,419 @@
+"""Serving logic of the OpenAI endpoints: request -> prompt ids -> engine -> text -> response.
+
+HTTP lives in ``api``; this module knows the OpenAI semantics: defaults from the model's
+generation_config, context-window checks, ``n`` choices, stop strings, usage, streaming chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubechat.openai_errors import OpenAIError, bad_request, model_not_found
+
+from .admission import Admission, Slot
+from .engine import Engine, EngineError, GenerationRequest, SamplingParams
+from .metrics import WorkerMetrics
+from .protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+    new_id,
+    now,
+)
+from .text_stream import IncrementalDecoder, StopMatcher
+
+DEFAULT_MAX_TOKENS = 256
+
+# receives (sequence, new text, whether this is the sequence's last piece)
+Sink = Callable[["_Sequence", str, bool], Awaitable[None]]
+
+
+class PromptTemplate(Protocol):
+    """What serving needs of a chat template (see ``templates.ChatTemplate``)."""
+
+    name: str
+    stop_strings: list[str]
+    stop_token_ids: set[int]
+
+    def encode(self, messages: list[dict]) -> list[int]: ...
+
+
+@dataclass
+class ModelRuntime:
+    """A loaded model as serving sees it."""
+
+    names: list[str]
+    tokenizer: Any
+    template: PromptTemplate
+    engine: Engine
+    context_length: int
+    eos_token_ids: set[int]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Sequence:
+    """One choice being generated."""
+
+    index: int
+    prompt_tokens: int
+    completion_tokens: int = 0
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class _Job:
+    """A validated request, ready to run: one GenerationRequest per choice."""
+
+    endpoint: str
+    model: str
+    requests: list[GenerationRequest]
+    stops: list[str]
+    prompt_texts: list[str]  # for completions' echo
+    prompt_tokens: int = 0  # counted once per prompt, whatever n is
+    echo: bool = False
+    include_usage: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Serving:
+    """The OpenAI endpoints' logic for one model."""
+
+    def __init__(
+        self,
+        runtime: ModelRuntime,
+        admission: Admission,
+        metrics: WorkerMetrics,
+        stream_interval: int = 1,
+    ) -> None:
+        self.rt = runtime
+        self.admission = admission
+        self.metrics = metrics
+        self.stream_interval = max(1, stream_interval)
+
+    # ---- request -> job -------------------------------------------------------------------
+    def _check_model(self, name: str) -> None:
+        if name not in self.rt.names:
+            raise model_not_found(name, self.rt.names)
+
+    def prepare_chat(self, req: ChatCompletionRequest) -> _Job:
+        """Validate a chat request and turn it into generation requests."""
+        self._check_model(req.model)
+        try:
+            messages = [{"role": _role(m.role), "content": m.text()} for m in req.messages]
+        except ValueError as exc:
+            raise bad_request(str(exc), param="messages") from exc
+        try:
+            ids = self.rt.template.encode(messages)
+        except (ValueError, TypeError) as exc:
+            raise bad_request(
+                f"messages cannot be formatted for this model: {exc}", "messages"
+            ) from exc
+        stops = req.stop_strings() + [s for s in self.rt.template.stop_strings if s]
+        job = _Job("chat", req.model, [], stops, [""], include_usage=_usage_wanted(req))
+        job.requests = self._requests(req, [ids], "messages")
+        job.prompt_tokens = len(ids)
+        return job
+
+    def prepare_completion(self, req: CompletionRequest) -> _Job:
+        """Validate a completions request and turn it into generation requests."""
+        self._check_model(req.model)
+        prompt_ids: list[list[int]] = []
+        texts: list[str] = []
+        vocab = len(self.rt.tokenizer)
+        for p in req.prompts():
+            if isinstance(p, str):
+                prompt_ids.append(self.rt.tokenizer.encode(p))
+                texts.append(p)
+            else:
+                if any(t < 0 or t >= vocab for t in p):
+                    raise bad_request(f"prompt token ids must be in [0, {vocab})", "prompt")
+                prompt_ids.append(list(p))
+                texts.append(self.rt.tokenizer.decode(p, skip_special_tokens=True))
+        if any(not ids for ids in prompt_ids):
+            raise bad_request("prompt must not be empty", "prompt")
+        job = _Job(
+            "completions",
+            req.model,
+            [],
+            req.stop_strings(),
+            texts,
+            echo=req.echo,
+            include_usage=_usage_wanted(req),
+        )
+        job.requests = self._requests(req, prompt_ids, "prompt")
+        job.prompt_tokens = sum(len(ids) for ids in prompt_ids)
+        return job
+
+    def _requests(
+        self, req: SamplingFields, prompts: list[list[int]], prompt_param: str
+    ) -> list[GenerationRequest]:
+        ctx = self.rt.context_length
+        d = self.rt.defaults
+        out = []
+        for ids in prompts:
+            if len(ids) >= ctx:
+                raise bad_request(
+                    f"This model's context window is {ctx} tokens, but the prompt is {len(ids)} "
+                    "tokens. Shorten the prompt.",
+                    prompt_param,
+                    code="context_length_exceeded",
+                )
+            room = ctx - len(ids)
+            if req.max_tokens is not None:
+                if len(ids) + req.max_tokens > ctx:
+                    raise bad_request(
+                        f"This model's context window is {ctx} tokens, but "
+                        f"{len(ids) + req.max_tokens} were requested ({len(ids)} in the prompt, "
+                        f"{req.max_tokens} for the completion). "
+                        "Lower max_tokens or shorten the prompt.",
+                        "max_tokens",
+                        code="context_length_exceeded",
+                    )
+                max_new = req.max_tokens
+            else:
+                max_new = min(room, int(d.get("max_new_tokens") or DEFAULT_MAX_TOKENS))
+            for choice in range(req.n):
+                out.append(
+                    GenerationRequest(
+                        prompt_ids=ids,
+                        max_new_tokens=max_new,
+                        sampling=self._sampling(req, choice),
+                        stop_token_ids=frozenset(
+                            self.rt.eos_token_ids | self.rt.template.stop_token_ids
+                        ),
+                    )
+                )
+        return out
+
+    def _sampling(self, req: SamplingFields, choice: int) -> SamplingParams:
+        d = self.rt.defaults
+        temperature = req.temperature if req.temperature is not None else d.get("temperature", 1.0)
+        if req.temperature is not None:
+            do_sample = req.temperature > 0
+        else:
+            do_sample = bool(d.get("do_sample", True))
+        top_k = req.top_k if req.top_k is not None else d.get("top_k", 0)
+        return SamplingParams(
+            temperature=float(temperature if temperature is not None else 1.0),
+            top_p=float(req.top_p if req.top_p is not None else d.get("top_p", 1.0) or 1.0),
+            top_k=max(0, int(top_k or 0)),
+            repetition_penalty=float(
+                req.repetition_penalty
+                if req.repetition_penalty is not None
+                else d.get("repetition_penalty", 1.0) or 1.0
+            ),
+            presence_penalty=float(req.presence_penalty or 0.0),
+            frequency_penalty=float(req.frequency_penalty or 0.0),
+            seed=None if req.seed is None else req.seed + choice,
+            do_sample=do_sample,
+        )
+
+    # ---- running ---------------------------------------------------------------------------
+    def admit(self, job: _Job) -> Slot:
+        """Reserve the job's sequences or raise 429."""
+        return self.admission.acquire(len(job.requests))
+
+    async def _run_sequence(
+        self, job: _Job, gen: GenerationRequest, seq: _Sequence, sink: Sink
+    ) -> None:
+        decoder = IncrementalDecoder(self.rt.tokenizer)
+        matcher = StopMatcher(job.stops)
+        steps = self.rt.engine.generate(gen)
+        pending: list[str] = []
+        last = None
+        labels = self.metrics
+        try:
+            async for step in steps:
+                t = time.perf_counter()
+                if step.token_id is not None:
+                    if seq.completion_tokens == 0:
+                        labels.ttft.labels(job.model).observe(t - job.started)
+                    elif last is not None:
+                        labels.itl.labels(job.model).observe(t - last)
+                    last = t
+                    seq.completion_tokens += 1
+                    pending.append(matcher.feed(decoder.push(step.token_id)))
+                    if matcher.stopped:
+                        seq.finish_reason = "stop"
+                        break
+                if step.finish_reason is not None:
+                    pending.append(matcher.feed(decoder.flush()))
+                    pending.append(matcher.flush())
+                    seq.finish_reason = "stop" if matcher.stopped else step.finish_reason
+                    break
+                if seq.completion_tokens % self.stream_interval == 0 and any(pending):
+                    await sink(seq, "".join(pending), False)
+                    pending.clear()
+            else:
+                seq.finish_reason = seq.finish_reason or "stop"
+        finally:
+            await steps.aclose()
+        await sink(seq, "".join(pending), True)
+
+    async def _run_all(self, job: _Job, sink: Sink) -> list[_Sequence]:
+        seqs = [_Sequence(i, len(g.prompt_ids)) for i, g in enumerate(job.requests)]
+        tasks = [
+            asyncio.create_task(self._run_sequence(job, g, s, sink))
+            for g, s in zip(job.requests, seqs, strict=True)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.metrics.prompt_tokens.labels(job.model).inc(job.prompt_tokens)
+        self.metrics.completion_tokens.labels(job.model).inc(sum(s.completion_tokens for s in seqs))
+        self.metrics.e2e.labels(job.model).observe(time.perf_counter() - job.started)
+        return seqs
+
+    @staticmethod
+    def usage(job: _Job, seqs: list[_Sequence]) -> dict[str, int]:
+        """OpenAI usage: prompt tokens counted once per prompt, completion tokens over choices."""
+        prompt = job.prompt_tokens
+        completion = sum(s.completion_tokens for s in seqs)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    async def complete(self, job: _Job) -> dict[str, Any]:
+        """Run a job to the end and build the non-streaming response body."""
+
+        async def collect(seq: _Sequence, text: str, final: bool) -> None:
+            seq.text.append(text)
+
+        seqs = await self._run_all(job, collect)
+        created, usage = now(), self.usage(job, seqs)
+        if job.endpoint == "chat":
+            return {
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": created,
+                "model": job.model,
+                "choices": [
+                    {
+                        "index": s.index,
+                        "finish_reason": s.finish_reason,
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": "".join(s.text)},
+                    }
+                    for s in seqs
+                ],
+                "usage": usage,
+            }
+        per_prompt = len(job.requests) // len(job.prompt_texts)
+        return {
+            "id": new_id("cmpl"),
+            "object": "text_completion",
+            "created": created,
+            "model": job.model,
+            "choices": [
+                {
+                    "index": s.index,
+                    "finish_reason": s.finish_reason,
+                    "logprobs": None,
+                    "text": (job.prompt_texts[s.index // per_prompt] if job.echo else "")
+                    + "".join(s.text),
+                }
+                for s in seqs
+            ],
+            "usage": usage,
+        }
+
+    async def stream(self, job: _Job) -> AsyncIterator[str]:
+        """Run a job and yield its server-sent events, ending with ``data: [DONE]``."""
+        rid = new_id("chatcmpl" if job.endpoint == "chat" else "cmpl")
+        created = now()
+        chat = job.endpoint == "chat"
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        queue: asyncio.Queue[tuple[_Sequence, str, bool] | None] = asyncio.Queue()
+        per_prompt = len(job.requests) // len(job.prompt_texts)
+
+        def chunk(choices: list[dict], usage: dict | None = None) -> str:
+            body: dict[str, Any] = {
+                "id": rid,
+                "object": obj,
+                "created": created,
+                "model": job.model,
+                "choices": choices,
+            }
+            if job.include_usage:
+                body["usage"] = usage
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        def choice(seq: _Sequence, text: str, finish: str | None) -> dict:
+            if chat:
+                delta = {"content": text} if text else {}
+                return {
+                    "index": seq.index,
+                    "delta": delta,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            return {"index": seq.index, "text": text, "logprobs": None, "finish_reason": finish}
+
+        async def push(seq: _Sequence, text: str, final: bool) -> None:
+            await queue.put((seq, text, final))
+
+        runner = asyncio.create_task(self._run_all(job, push))
+        runner.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            for i in range(len(job.requests)):
+                if chat:
+                    yield chunk(
+                        [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                elif job.echo:
+                    yield chunk(
+                        [
+                            {
+                                "index": i,
+                                "text": job.prompt_texts[i // per_prompt],
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+            while (item := await queue.get()) is not None:
+                seq, text, final = item
+                if text or final:
+                    yield chunk([choice(seq, text, seq.finish_reason if final else None)])
+            seqs = await runner  # raises what the engine raised
+            if job.include_usage:
+                yield chunk([], self.usage(job, seqs))
+        except (EngineError, OpenAIError) as exc:
+            err = (
+                exc
+                if isinstance(exc, OpenAIError)
+                else OpenAIError(500, f"generation failed: {exc}")
+            )
+            yield f"data: {json.dumps(err.body())}\n\n"
+        finally:
+            if not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+        yield "data: [DONE]\n\n"
+
+
+def _role(role: str) -> str:
+    return "system" if role == "developer" else role
+
+
+def _usage_wanted(req: SamplingFields) -> bool:
+    return bool(req.stream_options and req.stream_options.include_usage)
