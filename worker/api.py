@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kubechat.aio import until_disconnect
 from kubechat.openai_errors import OpenAIError, unavailable
 
 from .protocol import ChatCompletionRequest, CompletionRequest, model_list
@@ -96,7 +96,7 @@ def create_app(state: WorkerState) -> FastAPI:
 
             return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
         try:
-            result = await _until_disconnect(request, serving.complete(job))
+            result = await until_disconnect(serving.complete(job), request.is_disconnected)
         except OpenAIError as exc:
             metrics.requests.labels(model, endpoint, str(exc.status)).inc()
             raise
@@ -117,22 +117,6 @@ def _serving(state: WorkerState) -> Serving:
     if state.serving is None:
         raise unavailable("model is still loading", retry_after=5, code="loading")
     return state.serving
-
-
-async def _until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
-    """Await ``work`` unless the client disconnects first (then cancel it and return None)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                return None
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:

@@ -1,0 +1,87 @@
+"""The gateway's Prometheus metrics, on a registry of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+disable_created_metrics()
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _LiveCollector(Collector):
+    """Live workers per model and in-flight per worker, read from discovery at scrape time."""
+
+    def __init__(
+        self, live_per_model: Callable[[], dict[str, int]], in_flight: Callable[[], dict[str, int]]
+    ) -> None:
+        self._live = live_per_model
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        live = GaugeMetricFamily(
+            "kubechat_gateway_live_workers",
+            "Workers that receive traffic, per model",
+            labels=["model"],
+        )
+        for model, n in sorted(self._live().items()):
+            live.add_metric([model], n)
+        yield live
+        busy = GaugeMetricFamily(
+            "kubechat_gateway_worker_in_flight",
+            "Requests the gateway has in flight, per worker",
+            labels=["worker"],
+        )
+        for worker, n in sorted(self._in_flight().items()):
+            busy.add_metric([worker], n)
+        yield busy
+
+
+class GatewayMetrics:
+    """Counters and histograms of the gateway."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "kubechat_gateway_requests",
+            "Requests by model, endpoint and code",
+            ["model", "endpoint", "code"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "kubechat_gateway_retries",
+            "Requests sent again to another worker, by reason",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "kubechat_gateway_upstream_latency_seconds",
+            "Time until a worker's response headers arrive",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "kubechat_gateway_time_to_first_token_seconds",
+            "Time until the first streamed chunk reaches the client",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "kubechat_gateway_request_duration_seconds",
+            "Time until the response is complete",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+
+    def watch_discovery(
+        self, live_per_model: Callable[[], dict[str, int]], in_flight: Callable[[], dict[str, int]]
+    ) -> None:
+        """Export discovery's view (live workers, in-flight) on every scrape."""
+        self.registry.register(_LiveCollector(live_per_model, in_flight))
