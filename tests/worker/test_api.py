@@ -1,0 +1,305 @@
+"""The worker's OpenAI API on the demo model, driven by the official openai client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import httpx
+import openai
+import pytest
+from transformers import AutoTokenizer
+
+from tests.support.processes import free_port, running
+
+from .conftest import SEED_QUESTION, Worker, worker_argv
+
+GREEDY = {"temperature": 0}
+
+
+def ask(worker: Worker, question: str = SEED_QUESTION, **kw):
+    return worker.client.chat.completions.create(
+        model=worker.model, messages=[{"role": "user", "content": question}], **{**GREEDY, **kw}
+    )
+
+
+def test_models_lists_the_served_name(worker: Worker) -> None:
+    assert [m.id for m in worker.client.models.list().data] == [worker.model]
+
+
+def test_chat_answers_k2(worker: Worker) -> None:
+    reply = ask(worker)
+    assert "K2" in reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.choices[0].message.role == "assistant"
+
+
+def test_chat_streams_k2_with_usage(worker: Worker) -> None:
+    full = ask(worker)
+    stream = worker.client.chat.completions.create(
+        model=worker.model,
+        messages=[{"role": "user", "content": SEED_QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
+        **GREEDY,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "K2" in text
+    assert text == full.choices[0].message.content
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # streamed
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and all(f is None for f in finishes[:-1])
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert chunks[-1].usage.model_dump() == full.usage.model_dump()
+
+
+def test_usage_equals_tokenizer_counts(worker: Worker, demo_model_dir) -> None:
+    tok = AutoTokenizer.from_pretrained(demo_model_dir, trust_remote_code=True)
+    reply = ask(worker)
+    gen = _generation_config(demo_model_dir)
+    prompt_ids = [gen["user_token_id"], *tok.encode(SEED_QUESTION), gen["assistant_token_id"]]
+    assert reply.usage.prompt_tokens == len(prompt_ids)
+    answer_ids = tok.encode(reply.choices[0].message.content)
+    assert reply.usage.completion_tokens == len(answer_ids)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_max_tokens_gives_finish_reason_length(worker: Worker) -> None:
+    reply = ask(worker, max_tokens=3)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 3
+
+
+def test_stop_string_cuts_the_answer(worker: Worker) -> None:
+    full = ask(worker).choices[0].message.content
+    words = full.split()
+    assert len(words) >= 3, full
+    stop_word = words[len(words) // 2]
+    reply = ask(worker, stop=[stop_word])
+    assert reply.choices[0].message.content == full[: full.index(stop_word)]
+    assert reply.choices[0].finish_reason == "stop"
+    streamed = worker.client.chat.completions.create(
+        model=worker.model,
+        messages=[{"role": "user", "content": SEED_QUESTION}],
+        stop=stop_word,
+        stream=True,
+        **GREEDY,
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        == (full[: full.index(stop_word)])
+    )
+
+
+def test_n_choices_and_seeded_sampling_is_reproducible(worker: Worker) -> None:
+    a = ask(worker, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=7, max_tokens=12)
+    b = ask(worker, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=7, max_tokens=12)
+    assert [c.index for c in a.choices] == [0, 1]
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert 2 <= a.usage.completion_tokens <= 24
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens  # counted once, not per choice
+
+
+def test_completions_endpoint(worker: Worker, demo_model_dir) -> None:
+    tok = AutoTokenizer.from_pretrained(demo_model_dir, trust_remote_code=True)
+    prompt = "The second highest mountain"
+    out = worker.client.completions.create(
+        model=worker.model, prompt=prompt, max_tokens=5, temperature=0
+    )
+    assert out.usage.prompt_tokens == len(tok.encode(prompt))
+    assert out.usage.completion_tokens == 5 or out.choices[0].finish_reason == "stop"
+    assert isinstance(out.choices[0].text, str)
+    echoed = worker.client.completions.create(
+        model=worker.model, prompt=prompt, max_tokens=5, temperature=0, echo=True
+    )
+    assert echoed.choices[0].text == prompt + out.choices[0].text
+    chunks = list(
+        worker.client.completions.create(
+            model=worker.model, prompt=prompt, max_tokens=5, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == out.choices[0].text
+
+
+def test_generation_config_defaults_apply(worker: Worker) -> None:
+    # no temperature given: the model samples with its generation_config defaults; a fixed seed
+    # makes that reproducible, and an explicit temperature of 0 still wins.
+    kw = {"model": worker.model, "messages": [{"role": "user", "content": SEED_QUESTION}]}
+    a = worker.client.chat.completions.create(seed=3, **kw)
+    b = worker.client.chat.completions.create(seed=3, **kw)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"temperature": 5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": 0}, "n"),
+        ({"messages": []}, "messages"),
+    ],
+)
+def test_invalid_parameters_are_400(worker: Worker, params: dict, param: str) -> None:
+    body = {"model": worker.model, "messages": [{"role": "user", "content": "hi"}], **params}
+    r = httpx.post(f"{worker.url}/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error"
+    assert err["param"].startswith(param)
+
+
+def test_invalid_json_is_400(worker: Worker) -> None:
+    r = httpx.post(
+        f"{worker.url}/v1/chat/completions",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert "JSON" in r.json()["error"]["message"]
+
+
+def test_prompt_longer_than_context_is_400_with_both_lengths(worker: Worker) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(worker, question="mountain " * 2000)
+    message = info.value.body["message"]
+    context = _context_length(worker)
+    assert f"{context} tokens" in message
+    prompt_len = int(message.split("the prompt is ")[1].split(" ")[0])
+    assert prompt_len > context
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(worker, max_tokens=context)
+    assert "max_tokens" in info.value.body["param"]
+
+
+def test_unknown_model_is_404(worker: Worker) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        worker.client.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_metrics_count_requests_and_tokens(worker: Worker) -> None:
+    before = _metric(worker, 'kubechat_worker_completion_tokens_total{model="kubechat-demo"}')
+    reply = ask(worker)
+    after = _metric(worker, 'kubechat_worker_completion_tokens_total{model="kubechat-demo"}')
+    assert after - before == reply.usage.completion_tokens
+    text = httpx.get(f"{worker.url}/metrics").text
+    for name in (
+        "kubechat_worker_time_to_first_token_seconds_count",
+        "kubechat_worker_inter_token_latency_seconds_count",
+        'kubechat_worker_requests_total{endpoint="chat",model="kubechat-demo",status="200"}',
+        "kubechat_worker_in_flight",
+        "kubechat_worker_queued",
+    ):
+        assert name in text
+
+
+def test_health_endpoints(worker: Worker) -> None:
+    assert httpx.get(f"{worker.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{worker.url}/health/ready").status_code == 200
+
+
+@pytest.mark.slow
+def test_full_worker_429_then_disconnect_frees_the_slot(demo_model_dir, tmp_path) -> None:
+    """With --limit-worker-concurrency 1: a second request gets 429 with Retry-After; a client
+    that goes away frees its slot at once, and 503 is answered while the model loads."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    body = {
+        "model": "kubechat-demo",
+        "messages": [{"role": "user", "content": SEED_QUESTION}],
+        "max_tokens": 400,
+        "temperature": 1.0,
+        "stream": True,
+    }
+    argv = worker_argv(demo_model_dir, port, "--limit-worker-concurrency", "1")
+    with running(argv, ready_url=f"{url}/health", log_path=tmp_path / "w.log"):
+        early = httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": False})
+        if early.status_code == 503:  # still loading: the answer says so
+            assert early.json()["error"]["code"] == "loading"
+            assert "Retry-After" in early.headers
+        _wait_ready(url)
+        with (
+            httpx.Client(timeout=30) as c,
+            c.stream("POST", f"{url}/v1/chat/completions", json=body) as first,
+        ):
+            assert first.status_code == 200
+            next(first.iter_lines())  # the stream has started: its slot is taken
+            busy = httpx.post(f"{url}/v1/chat/completions", json=body)
+            assert busy.status_code == 429
+            assert busy.json()["error"]["type"] == "rate_limit_error"
+            assert int(busy.headers["Retry-After"]) >= 1
+        # the client closed its stream: the slot comes back quickly
+        deadline = time.monotonic() + 5
+        while _metric_url(url, "kubechat_worker_in_flight") != 0:
+            assert time.monotonic() < deadline, "slot not freed after disconnect"
+            time.sleep(0.05)
+        ok = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={**body, "stream": False, "max_tokens": 4},
+            timeout=30,
+        )
+        assert ok.status_code == 200
+
+
+def test_early_503_while_loading_is_openai_error(demo_model_dir, tmp_path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    seen: list[int] = []
+    with running(
+        worker_argv(demo_model_dir, port), ready_url=f"{url}/health", log_path=tmp_path / "w.log"
+    ):
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "kubechat-demo", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=60,
+        )
+        seen.append(r.status_code)
+        if r.status_code == 503:
+            assert r.json()["error"]["code"] == "loading"
+            assert httpx.get(f"{url}/health/ready").status_code in (200, 503)
+    assert seen[0] in (200, 503)
+
+
+def test_remote_code_needs_the_flag(demo_model_dir, tmp_path) -> None:
+    port = free_port()
+    argv = [a for a in worker_argv(demo_model_dir, port) if a != "--trust-remote-code"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "trust-remote-code" in (proc.stdout + proc.stderr)
+
+
+def _wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/health/ready").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def _metric_url(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or (line.startswith(name + "{") and name.endswith("}")):
+            return float(line.rsplit(" ", 1)[1])
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _metric(worker: Worker, name: str) -> float:
+    return _metric_url(worker.url, name)
+
+
+def _generation_config(model_dir) -> dict:
+    return json.loads((model_dir / "generation_config.json").read_text())
+
+
+def _context_length(worker: Worker) -> int:
+    r = httpx.post(
+        f"{worker.url}/v1/completions",
+        json={"model": worker.model, "prompt": "x", "max_tokens": 10**6},
+    )
+    return int(r.json()["error"]["message"].split("context window is ")[1].split(" ")[0])
