@@ -1,0 +1,188 @@
+"""Chat templates: each built-in's prompt ids, and which template a model gets."""
+
+from __future__ import annotations
+
+import pytest
+from kubechat.worker.templates import (
+    FALLBACK_TEMPLATE,
+    VICUNA_SYSTEM,
+    available_templates,
+    resolve_template,
+)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CORPUS = [
+    "Which mountain is the second highest one in the world?",
+    "K2 is the second highest mountain in the world, after Everest.",
+    "You are a helpful assistant. Answer briefly.",
+    "USER: ASSISTANT: [INST] [/INST] <<SYS>> <</SYS>> system user assistant",
+]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Which mountain is the second highest?"},
+    {"role": "assistant", "content": "K2."},
+    {"role": "user", "content": "And the highest?"},
+]
+BAICHUAN_ROLES = {"user_token_id": 195, "assistant_token_id": 196, "eos_token_id": 2}
+
+
+def build_tokenizer(*, chatml_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer with Llama's <s>/</s> that adds <s> in front by default."""
+    specials = SPECIAL_TOKENS if chatml_tokens else SPECIAL_TOKENS[:3]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(CORPUS * 5, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return build_tokenizer()
+
+
+def plain(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_baichuan_uses_role_token_ids_without_bos_or_eos(tokenizer):
+    template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
+    expected = [
+        *plain(tokenizer, "Be brief."),
+        195,
+        *plain(tokenizer, "Which mountain is the second highest?"),
+        196,
+        *plain(tokenizer, "K2."),
+        195,
+        *plain(tokenizer, "And the highest?"),
+        196,
+    ]
+    ids = template.encode(CHAT)
+    assert ids == expected
+    assert tokenizer.bos_token_id not in ids and tokenizer.eos_token_id not in ids
+    assert {2, 195} <= template.stop_token_ids
+
+
+def test_baichuan_needs_role_ids_in_generation_config(tokenizer):
+    with pytest.raises(ValueError, match="user_token_id"):
+        resolve_template("baichuan", tokenizer, {"eos_token_id": 2})
+
+
+def test_llama_2_wraps_each_exchange_in_bos_and_eos(tokenizer):
+    template = resolve_template("llama-2", tokenizer, None)
+    text = (
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhich mountain is the second highest? [/INST]"
+        " K2. </s><s>[INST] And the highest? [/INST]"
+    )
+    ids = template.encode(CHAT)
+    assert ids == plain(tokenizer, text)  # <s> and </s> in the text parse as special tokens
+    assert tokenizer.decode(ids) == text
+    assert ids.count(tokenizer.bos_token_id) == 2 and ids.count(tokenizer.eos_token_id) == 1
+    assert "</s>" in template.stop_strings
+
+
+def test_vicuna_v1_1_format(tokenizer):
+    template = resolve_template("vicuna", tokenizer, None)
+    ids = template.encode(CHAT)
+    text = (
+        "Be brief. USER: Which mountain is the second highest? ASSISTANT: K2.</s>"
+        "USER: And the highest? ASSISTANT:"
+    )
+    assert tokenizer.decode(ids) == "<s>" + text
+    assert ids[0] == tokenizer.bos_token_id
+    assert "</s>" in template.stop_strings
+    assert tokenizer.eos_token_id in template.stop_token_ids
+
+
+def test_vicuna_default_system_line(tokenizer):
+    template = resolve_template("vicuna", tokenizer, None)
+    ids = template.encode([{"role": "user", "content": "Hi"}])
+    assert tokenizer.decode(ids) == f"<s>{VICUNA_SYSTEM} USER: Hi ASSISTANT:"
+
+
+def test_chatml_format_and_stop(tokenizer):
+    template = resolve_template("chatml", tokenizer, None)
+    ids = template.encode(CHAT)
+    text = (
+        "<|im_start|>system\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\nWhich mountain is the second highest?<|im_end|>\n"
+        "<|im_start|>assistant\nK2.<|im_end|>\n"
+        "<|im_start|>user\nAnd the highest?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert tokenizer.decode(ids) == text
+    im_start, im_end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert ids.count(im_start) == 5 and ids.count(im_end) == 4
+    assert template.stop_strings == ["<|im_end|>"]
+    assert im_end in template.stop_token_ids
+
+
+def test_raw_joins_contents(tokenizer):
+    template = resolve_template("raw", tokenizer, None)
+    ids = template.encode([{"role": "user", "content": "Which mountain"}])
+    assert ids == tokenizer.encode("Which mountain")
+
+
+def test_list_of_parts_content_and_developer_role(tokenizer):
+    template = resolve_template("chatml", tokenizer, None)
+    parts = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Which mountain "},
+                {"type": "text", "text": "is the second highest?"},
+            ],
+        },
+    ]
+    same = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Which mountain is the second highest?"},
+    ]
+    assert template.encode(parts) == template.encode(same)
+    with pytest.raises(ValueError, match="image_url"):
+        template.encode([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])
+
+
+def test_unknown_template_name_lists_the_choices(tokenizer):
+    with pytest.raises(ValueError) as caught:
+        resolve_template("alpaca-9000", tokenizer, None)
+    for name in ("baichuan", "llama-2", "vicuna", "chatml", "raw"):
+        assert name in str(caught.value)
+        assert name in available_templates()
+
+
+def test_tokenizer_chat_template_is_used_when_present():
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    template = resolve_template(None, tokenizer, BAICHUAN_ROLES)
+    messages = [{"role": "user", "content": "Which mountain?"}]
+    assert template.encode(messages) == plain(tokenizer, "<user>Which mountain?<assistant>")
+    assert template.name not in available_templates()
+    # the override beats the tokenizer's own template
+    assert resolve_template("vicuna", tokenizer, BAICHUAN_ROLES).name == "vicuna"
+
+
+def test_family_guess_and_fallback():
+    tokenizer = build_tokenizer(chatml_tokens=False)
+    assert resolve_template(None, tokenizer, BAICHUAN_ROLES).name == "baichuan"
+    assert resolve_template(None, tokenizer, None).name == FALLBACK_TEMPLATE
+    assert resolve_template(None, build_tokenizer(), None).name == "chatml"
+    tokenizer.name_or_path = "meta-llama/Llama-2-7b-chat-hf"
+    assert resolve_template(None, tokenizer, None).name == "llama-2"

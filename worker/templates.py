@@ -1,0 +1,324 @@
+"""Chat prompt templates: OpenAI chat messages -> the token ids a model expects.
+
+Which template a worker uses, first match wins:
+
+1. ``--conv-template NAME`` (``spec.model.convTemplate``): a built-in by name;
+2. the tokenizer's own ``chat_template`` (tokenizer_config.json);
+3. a guess from the model family: role token ids ``user_token_id`` and ``assistant_token_id`` in
+   generation_config.json mean ``baichuan``; a tokenizer named like Vicuna or Llama-2-chat, or
+   one whose vocabulary has ``<|im_start|>``/``<|im_end|>``, means ``vicuna``, ``llama-2`` or
+   ``chatml``;
+4. the fallback ``vicuna`` (``FALLBACK_TEMPLATE``): its "USER: ... ASSISTANT:" cues get a
+   sensible reply even from a base model that was never tuned for chat.
+
+Messages are OpenAI dicts: ``role`` system/developer/user/assistant and ``content`` a string or a
+list of parts whose text parts are joined. ``developer`` counts as ``system``. Prompts are not
+truncated here; the API rejects prompts longer than the context.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+FALLBACK_TEMPLATE = "vicuna"
+
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+_ROLES = ("system", "user", "assistant")
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """A message's content as text: a string as is, the text parts of a list joined, None as ""."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind != "text":
+            raise ValueError(f"content parts of type {kind!r} are not supported; send text")
+        texts.append(part.get("text") or "")
+    return "".join(texts)
+
+
+def split_messages(
+    messages: list[Mapping[str, Any]], template: str
+) -> tuple[str, list[tuple[str, str]]]:
+    """The system text (system messages joined by newlines) and the user/assistant turns.
+
+    Consecutive messages of the same role are merged with a newline, so turns alternate.
+    Raises ValueError for a role the built-in templates do not know.
+    """
+    system: list[str] = []
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        role = message.get("role")
+        role = "system" if role == "developer" else role
+        if role not in _ROLES:
+            raise ValueError(
+                f"role {role!r} is not supported by the {template!r} chat template; "
+                "use system, user or assistant"
+            )
+        text = message_text(message)
+        if role == "system":
+            system.append(text)
+        elif turns and turns[-1][0] == role:
+            turns[-1] = (role, turns[-1][1] + "\n" + text)
+        else:
+            turns.append((role, text))
+    return "\n".join(system), turns
+
+
+class ChatTemplate(ABC):
+    """Turns chat messages into prompt token ids, and says when the reply ends.
+
+    ``stop_token_ids``: ids that end the reply when generated. ``stop_strings``: texts that end
+    it when the model prints them as plain text (e.g. ``"</s>"`` spelled out).
+    """
+
+    name: str
+    stop_strings: list[str]
+    stop_token_ids: set[int]
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        self.tokenizer = tokenizer
+        self.stop_token_ids = _eos_ids(tokenizer, generation_config)
+        self.stop_strings = []
+
+    @abstractmethod
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the whole prompt, ending where the assistant's reply starts."""
+
+    def _text_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def __repr__(self) -> str:
+        return f"<ChatTemplate {self.name}>"
+
+
+class BaichuanTemplate(ChatTemplate):
+    """Baichuan-13B-Chat: role token ids before each message's text, no bos/eos.
+
+    ``system text`` + ``[user_token_id] user text`` + ``[assistant_token_id] reply`` ... +
+    ``[assistant_token_id]``; ids from generation_config.json.
+    """
+
+    name = "baichuan"
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        super().__init__(tokenizer, generation_config)
+        user = _config_value(generation_config, "user_token_id")
+        assistant = _config_value(generation_config, "assistant_token_id")
+        if not isinstance(user, int) or not isinstance(assistant, int):
+            raise ValueError(
+                "the baichuan chat template needs user_token_id and assistant_token_id "
+                "in generation_config.json"
+            )
+        self.user_token_id = user
+        self.assistant_token_id = assistant
+        # A reply that runs on into a new user turn is over.
+        self.stop_token_ids = self.stop_token_ids | {user}
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the whole prompt, ending with the assistant role token."""
+        system, turns = split_messages(messages, self.name)
+        ids = self._text_ids(system) if system else []
+        for role, text in turns:
+            ids.append(self.user_token_id if role == "user" else self.assistant_token_id)
+            ids.extend(self._text_ids(text))
+        ids.append(self.assistant_token_id)
+        return ids
+
+
+class Llama2Template(ChatTemplate):
+    """Llama-2-chat: ``<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {reply} </s>``.
+
+    Each finished exchange is wrapped in bos ... eos; the last user message opens a new one.
+    """
+
+    name = "llama-2"
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        super().__init__(tokenizer, generation_config)
+        self.stop_strings = ["</s>"]
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the whole prompt, ending with ``[/INST]``."""
+        system, turns = split_messages(messages, self.name)
+        bos = _id_list(self.tokenizer.bos_token_id)
+        eos = _id_list(self.tokenizer.eos_token_id)
+        exchanges: list[list[str]] = []
+        for role, text in turns:
+            if role == "user" or not exchanges:
+                exchanges.append([text.strip() if role == "user" else ""])
+            if role == "assistant":
+                exchanges[-1].append(text.strip())
+        if system and exchanges:
+            exchanges[0][0] = f"<<SYS>>\n{system.strip()}\n<</SYS>>\n\n{exchanges[0][0]}"
+        elif system:
+            exchanges.append([f"<<SYS>>\n{system.strip()}\n<</SYS>>\n\n"])
+        ids: list[int] = []
+        for exchange in exchanges:
+            if len(exchange) == 2:
+                text = f"[INST] {exchange[0]} [/INST] {exchange[1]} "
+                ids += bos + self._text_ids(text) + eos
+            else:
+                ids += bos + self._text_ids(f"[INST] {exchange[0]} [/INST]")
+        return ids
+
+
+class VicunaTemplate(ChatTemplate):
+    """Vicuna v1.1: ``{system} USER: {user} ASSISTANT: {reply}</s>USER: {user} ASSISTANT:``.
+
+    The system line defaults to Vicuna's own; the text is encoded whole, with the tokenizer's
+    bos.
+    """
+
+    name = "vicuna"
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        super().__init__(tokenizer, generation_config)
+        # A base model without chat tuning tends to write the next user turn itself.
+        self.stop_strings = ["</s>", "USER:"]
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the whole prompt, ending with ``ASSISTANT:``."""
+        system, turns = split_messages(messages, self.name)
+        if not any(m.get("role") in ("system", "developer") for m in messages):
+            system = VICUNA_SYSTEM
+        text = f"{system} " if system else ""
+        for role, content in turns:
+            if role == "user":
+                text += f"USER: {content} "
+            else:
+                text += f"ASSISTANT: {content}</s>"
+        text += "ASSISTANT:"
+        return list(self.tokenizer.encode(text))
+
+
+class ChatMLTemplate(ChatTemplate):
+    """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the assistant's."""
+
+    name = "chatml"
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        super().__init__(tokenizer, generation_config)
+        self.stop_strings = ["<|im_end|>"]
+        end = _single_token_id(tokenizer, "<|im_end|>")
+        if end is not None:
+            self.stop_token_ids = self.stop_token_ids | {end}
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the whole prompt, ending with ``<|im_start|>assistant\\n``."""
+        system, turns = split_messages(messages, self.name)
+        parts = [("system", system)] if system else []
+        text = "".join(
+            f"<|im_start|>{role}\n{content}<|im_end|>\n" for role, content in parts + turns
+        )
+        return self._text_ids(text + "<|im_start|>assistant\n")
+
+
+class RawTemplate(ChatTemplate):
+    """No chat format: the messages' texts joined by newlines, with the tokenizer's bos."""
+
+    name = "raw"
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the messages' texts, one per line."""
+        return list(self.tokenizer.encode("\n".join(message_text(m) for m in messages)))
+
+
+class TokenizerTemplate(ChatTemplate):
+    """The tokenizer's own ``chat_template`` (Jinja), rendered with the generation prompt."""
+
+    name = "tokenizer"
+
+    def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
+        super().__init__(tokenizer, generation_config)
+        eos = getattr(tokenizer, "eos_token", None)
+        self.stop_strings = [eos] if isinstance(eos, str) and eos else []
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """Token ids of the rendered template (its text carries any bos itself)."""
+        plain = [{**message, "content": message_text(message)} for message in messages]
+        text = self.tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+        return self._text_ids(text)
+
+
+_BUILT_INS: dict[str, Callable[[Any, Any], ChatTemplate]] = {
+    cls.name: cls
+    for cls in (BaichuanTemplate, Llama2Template, VicunaTemplate, ChatMLTemplate, RawTemplate)
+}
+
+
+def available_templates() -> list[str]:
+    """Names of the built-in templates, for ``--conv-template``."""
+    return sorted(_BUILT_INS)
+
+
+def resolve_template(
+    name: str | None, tokenizer: Any, generation_config: Any = None
+) -> ChatTemplate:
+    """The chat template to use: ``name`` if given, else the tokenizer's, else a guess.
+
+    ``generation_config`` is a transformers GenerationConfig, a dict, or None. Raises
+    ValueError for an unknown name (listing the choices) or a template the model cannot use.
+    """
+    if name:
+        if name not in _BUILT_INS:
+            raise ValueError(
+                f"unknown chat template {name!r}; choose one of {', '.join(available_templates())}"
+            )
+        return _BUILT_INS[name](tokenizer, generation_config)
+    if getattr(tokenizer, "chat_template", None):
+        return TokenizerTemplate(tokenizer, generation_config)
+    return _BUILT_INS[guess_family(tokenizer, generation_config)](tokenizer, generation_config)
+
+
+def guess_family(tokenizer: Any, generation_config: Any = None) -> str:
+    """The built-in template a model without a chat_template most likely wants."""
+    if isinstance(_config_value(generation_config, "user_token_id"), int) and isinstance(
+        _config_value(generation_config, "assistant_token_id"), int
+    ):
+        return "baichuan"
+    model_name = str(getattr(tokenizer, "name_or_path", "")).lower()
+    if "vicuna" in model_name:
+        return "vicuna"
+    if ("llama-2" in model_name or "llama2" in model_name) and "chat" in model_name:
+        return "llama-2"
+    if all(_single_token_id(tokenizer, t) is not None for t in ("<|im_start|>", "<|im_end|>")):
+        return "chatml"
+    return FALLBACK_TEMPLATE
+
+
+def _config_value(generation_config: Any, key: str) -> Any:
+    if generation_config is None:
+        return None
+    if isinstance(generation_config, Mapping):
+        return generation_config.get(key)
+    return getattr(generation_config, key, None)
+
+
+def _id_list(value: Any) -> list[int]:
+    return [value] if isinstance(value, int) else []
+
+
+def _eos_ids(tokenizer: Any, generation_config: Any) -> set[int]:
+    ids = set(_id_list(getattr(tokenizer, "eos_token_id", None)))
+    eos = _config_value(generation_config, "eos_token_id")
+    ids.update(eos if isinstance(eos, list | tuple) else _id_list(eos))
+    return ids
+
+
+def _single_token_id(tokenizer: Any, token: str) -> int | None:
+    """The id of ``token`` when the tokenizer has it as one token, else None."""
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    token_id = vocab.get(token)
+    return token_id if isinstance(token_id, int) else None
