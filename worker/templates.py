@@ -49,12 +49,12 @@ def message_text(message: Mapping[str, Any]) -> str:
 
 
 def split_messages(
-    messages: list[Mapping[str, Any]], template: str
+    messages: list[Mapping[str, Any]], template: str, *, merge: bool = True
 ) -> tuple[str, list[tuple[str, str]]]:
     """The system text (system messages joined by newlines) and the user/assistant turns.
 
-    Consecutive messages of the same role are merged with a newline, so turns alternate.
-    Raises ValueError for a role the built-in templates do not know.
+    With ``merge``, consecutive messages of the same role are merged with a newline, so turns
+    alternate. Raises ValueError for a role the built-in templates do not know.
     """
     system: list[str] = []
     turns: list[tuple[str, str]] = []
@@ -69,7 +69,7 @@ def split_messages(
         text = message_text(message)
         if role == "system":
             system.append(text)
-        elif turns and turns[-1][0] == role:
+        elif merge and turns and turns[-1][0] == role:
             turns[-1] = (role, turns[-1][1] + "\n" + text)
         else:
             turns.append((role, text))
@@ -128,7 +128,8 @@ class BaichuanTemplate(ChatTemplate):
 
     def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
         """Token ids of the whole prompt, ending with the assistant role token."""
-        system, turns = split_messages(messages, self.name)
+        # Every message gets its own role token, as Baichuan's own build_chat_input does.
+        system, turns = split_messages(messages, self.name, merge=False)
         ids = self._text_ids(system) if system else []
         for role, text in turns:
             ids.append(self.user_token_id if role == "user" else self.assistant_token_id)

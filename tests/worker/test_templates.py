@@ -76,6 +76,13 @@ def test_baichuan_uses_role_token_ids_without_bos_or_eos(tokenizer):
     assert {2, 195} <= template.stop_token_ids
 
 
+def test_baichuan_gives_every_message_its_role_token(tokenizer):
+    template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
+    two_users = [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}]
+    expected = [195, *plain(tokenizer, "K2"), 195, *plain(tokenizer, "Everest"), 196]
+    assert template.encode(two_users) == expected
+
+
 def test_baichuan_needs_role_ids_in_generation_config(tokenizer):
     with pytest.raises(ValueError, match="user_token_id"):
         resolve_template("baichuan", tokenizer, {"eos_token_id": 2})
