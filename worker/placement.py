@@ -145,8 +145,9 @@ def plan_placement(
     which an empty meta model is built (``trust_remote_code`` for configs with their own code).
     ``device`` is ``"cpu"``, ``"cuda"`` or ``"auto"``; with ``"cpu"`` or ``num_gpus == 0``
     everything goes to the CPU. Otherwise the first ``num_gpus`` GPUs are used, each capped at
-    ``max_gpu_memory`` (default: ``DEFAULT_GPU_MEMORY_FRACTION`` of its total memory); with
-    more than one GPU the layers are balanced over them. ``gpu_memory_total`` (GPU index ->
+    ``max_gpu_memory`` (default: ``DEFAULT_GPU_MEMORY_FRACTION`` of its total memory; a cap
+    above a GPU's total is lowered to the total); with more than one GPU the layers are
+    balanced over them. ``gpu_memory_total`` (GPU index ->
     bytes) replaces the visible GPUs' sizes, for planning on a machine without them;
     ``cpu_memory`` the RAM budget for offloading (default: the RAM available now).
 

@@ -247,9 +247,20 @@ class TokenizerTemplate(ChatTemplate):
         self.stop_strings = [eos] if isinstance(eos, str) and eos else []
 
     def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
-        """Token ids of the rendered template (its text carries any bos itself)."""
+        """Token ids of the rendered template (its text carries any bos itself).
+
+        A template that rejects the conversation (e.g. roles that do not alternate) raises
+        ValueError with the template's own message.
+        """
+        from jinja2 import TemplateError
+
         plain = [{**message, "content": message_text(message)} for message in messages]
-        text = self.tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(
+                plain, add_generation_prompt=True, tokenize=False
+            )
+        except TemplateError as err:
+            raise ValueError(f"the model's chat template refused the messages: {err}") from err
         return self._text_ids(text)
 
 

@@ -193,3 +193,15 @@ def test_family_guess_and_fallback():
     assert resolve_template(None, build_tokenizer(), None).name == "chatml"
     tokenizer.name_or_path = "meta-llama/Llama-2-7b-chat-hf"
     assert resolve_template(None, tokenizer, None).name == "llama-2"
+
+
+def test_a_tokenizer_template_that_refuses_the_messages_raises_value_error():
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] != 'user' %}"
+        "{{ raise_exception('Conversation must start with the user') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    template = resolve_template(None, tokenizer, None)
+    with pytest.raises(ValueError, match="must start with the user"):
+        template.encode([{"role": "assistant", "content": "K2."}])
