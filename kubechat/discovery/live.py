@@ -1,0 +1,64 @@
+"""Which workers may receive traffic now, read from any WorkerSource (local files or Leases)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .records import WorkerRecord, WorkerSource
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A record with its standing at one moment, for status pages."""
+
+    record: WorkerRecord
+    live: bool
+    reason: str  # "live", or why not: "draining", "not ready", "heartbeat lost (...)"
+    heartbeat_age: float  # seconds since the last renewal
+
+
+class LiveView:
+    """Live workers (ready, fresh lease, not draining) from ``source``, as of ``clock()``."""
+
+    def __init__(self, source: WorkerSource, clock: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Start the source's background watch, if it has one."""
+        start = getattr(self.source, "start", None)
+        if start is not None:
+            await start()
+
+    async def stop(self) -> None:
+        """Stop the source's background watch, if it has one."""
+        stop = getattr(self.source, "stop", None)
+        if stop is not None:
+            await stop()
+
+    def workers(self, model: str | None = None) -> list[WorkerRecord]:
+        """Live workers, sorted by name; only those serving ``model`` when it is given."""
+        now = self.clock()
+        return sorted(
+            (
+                r
+                for r in self.source.snapshot()
+                if r.is_live(now) and (model is None or model in r.models)
+            ),
+            key=lambda r: r.name,
+        )
+
+    def models(self) -> list[str]:
+        """The union of the live workers' served model names, sorted."""
+        return sorted({m for r in self.workers() for m in r.models})
+
+    def all_workers(self) -> list[WorkerStatus]:
+        """Every known worker, live or not, with the reason, sorted by deployment and name."""
+        now = self.clock()
+        out = []
+        for r in self.source.snapshot():
+            reason = r.not_live_reason(now)
+            out.append(WorkerStatus(r, reason is None, reason or "live", r.age(now)))
+        return sorted(out, key=lambda s: (s.record.deployment, s.record.name))

@@ -1,0 +1,130 @@
+"""The local lease store: one JSON file per worker in a state folder.
+
+Used when workers run as local processes (``kubechat up``). Writers replace a file atomically
+(temp file + ``os.replace``), so a reader sees either the old record or the new one. A file that
+does not parse (a foreign or damaged file) is skipped with a warning. Expiry is by renew time +
+lease duration, as with Kubernetes Leases; files long past expiry are swept on read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .records import WorkerRecord
+
+log = logging.getLogger(__name__)
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+SUFFIX = ".json"
+
+
+class LocalLeaseStore:
+    """Worker records as files in ``state_dir``: a ``LeaseWriter`` and a ``WorkerSource``.
+
+    ``sweep_after``: seconds past a record's expiry (or a broken file's last change) after which
+    a read deletes the file; None keeps everything.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        sweep_after: float | None = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.sweep_after = sweep_after
+        self.clock = clock
+        self._warned: set[tuple[str, float]] = set()
+
+    def path_for(self, name: str) -> Path:
+        """The file holding worker ``name``'s record."""
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"worker name {name!r} is not usable as a file name")
+        return self.state_dir / f"{name}{SUFFIX}"
+
+    def publish(self, record: WorkerRecord) -> None:
+        """Write ``record`` atomically, replacing the previous one."""
+        target = self.path_for(record.name)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "name": record.name,
+            "deployment": record.deployment,
+            "renewTime": record.renew_time,
+            "leaseDurationSeconds": record.lease_duration,
+            "annotations": record.to_annotations(),
+        }
+        # The temp file starts with a dot and does not end in .json: readers never list it.
+        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=f".{record.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self, name: str) -> None:
+        """Delete worker ``name``'s record; nothing happens if it is absent."""
+        self.path_for(name).unlink(missing_ok=True)
+
+    def snapshot(self) -> list[WorkerRecord]:
+        """Every readable record, sorted by name; broken files are skipped, old ones swept."""
+        if not self.state_dir.is_dir():
+            return []
+        now = self.clock()
+        records = []
+        for path in sorted(self.state_dir.glob(f"*{SUFFIX}")):
+            if path.name.startswith("."):
+                continue
+            record = self._read(path, now)
+            if record is None:
+                continue
+            if self._expired_long_ago(record.renew_time + record.lease_duration, now):
+                self._sweep(path)
+                continue
+            records.append(record)
+        return records
+
+    def _read(self, path: Path, now: float) -> WorkerRecord | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return WorkerRecord.from_annotations(
+                data.get("annotations") or {},
+                name=str(data["name"]),
+                deployment=str(data.get("deployment", "")),
+                renew_time=float(data["renewTime"]),
+                lease_duration=float(data["leaseDurationSeconds"]),
+            )
+        except FileNotFoundError:  # removed between listing and reading
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                return None
+            if self._expired_long_ago(mtime, now):
+                self._sweep(path)
+            elif (path.name, mtime) not in self._warned:
+                self._warned.add((path.name, mtime))
+                log.warning("skipping unreadable worker record %s: %s", path, exc)
+            return None
+
+    def _expired_long_ago(self, when: float, now: float) -> bool:
+        return self.sweep_after is not None and now > when + self.sweep_after
+
+    def _sweep(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+            log.info("swept old worker record %s", path)
+        except OSError as exc:
+            log.debug("could not sweep %s: %s", path, exc)

@@ -1,0 +1,172 @@
+"""From a ModelDeployment to per-replica worker plans: arguments, environment, resources, volumes.
+
+The operator renders a plan as Pods and ``kubechat up`` renders the same plan as local processes,
+so nothing here is specific to either: no host, port, pod name or image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from .spec import ModelDeployment
+
+GPU_RESOURCE = "nvidia.com/gpu"
+HUB_CACHE_DIR = "huggingface"  # HF_HOME = <mountPath>/huggingface
+
+
+@dataclass(frozen=True)
+class VolumePlan:
+    """A persistent volume claim mounted read-only; the hub cache lives under it."""
+
+    claim_name: str
+    mount_path: str
+    read_only: bool = True
+
+    @property
+    def hub_cache(self) -> str:
+        """The HF_HOME directory inside the mount."""
+        return f"{self.mount_path}/{HUB_CACHE_DIR}"
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What one worker asks for: GPUs as a limit, CPU and memory as requests."""
+
+    gpus: int = 0
+    cpu: str | None = None
+    memory: str | None = None
+
+    def requests(self) -> dict[str, str]:
+        """Kubernetes resource requests (extended resources default their request to the limit)."""
+        out = {}
+        if self.cpu is not None:
+            out["cpu"] = self.cpu
+        if self.memory is not None:
+            out["memory"] = self.memory
+        return out
+
+    def limits(self) -> dict[str, str]:
+        """Kubernetes resource limits: ``nvidia.com/gpu`` when the worker uses GPUs."""
+        return {GPU_RESOURCE: str(self.gpus)} if self.gpus > 0 else {}
+
+
+@dataclass
+class WorkerPlan:
+    """One replica's worker: ``kubechat worker`` arguments (without host and port) and its needs."""
+
+    deployment: str
+    replica: int
+    args: list[str]
+    env: dict[str, str]
+    resources: ResourcePlan
+    volumes: list[VolumePlan]
+    model_names: list[str]
+    template_hash: str
+    namespace: str | None = None
+
+    def argv(
+        self, host: str, port: int | str, *, command: Sequence[str] = ("kubechat",)
+    ) -> list[str]:
+        """The full command line: ``command`` (the program), ``worker``, args, host and port."""
+        return [*command, "worker", *self.args, "--host", host, "--port", str(port)]
+
+
+@dataclass
+class DeploymentPlan:
+    """Every worker of a deployment; ``template_hash`` changes when the worker definition does."""
+
+    deployment: str
+    namespace: str | None
+    replicas: int
+    template_hash: str
+    model_names: list[str]
+    workers: list[WorkerPlan] = field(default_factory=list)
+
+
+def _gpu_memory_flag(value: str) -> str:
+    """``20Gi`` -> ``20GiB`` (the spelling accelerate parses); other forms unchanged."""
+    return value + "B" if re.search(r"[KMGT]i$", value) else value
+
+
+def worker_args(md: ModelDeployment) -> list[str]:
+    """The ``kubechat worker`` flags (FastChat's names) for a deployment, without host and port."""
+    model, res, worker = md.spec.model, md.spec.resources, md.spec.worker
+    args = ["--model-path", model.path, "--model-names", ",".join(md.model_names)]
+    if model.revision:
+        args += ["--revision", model.revision]
+    args += ["--dtype", model.dtype]
+    if model.conv_template:
+        args += ["--conv-template", model.conv_template]
+    if model.trust_remote_code:
+        args.append("--trust-remote-code")
+    args += ["--num-gpus", str(res.gpus)]
+    if res.gpus == 0:
+        args += ["--device", "cpu"]
+    if res.max_gpu_memory:
+        args += ["--max-gpu-memory", _gpu_memory_flag(res.max_gpu_memory)]
+    args += ["--limit-worker-concurrency", str(worker.limit_concurrency)]
+    if worker.stream_interval is not None:
+        args += ["--stream-interval", str(worker.stream_interval)]
+    args += ["--deployment", md.name]
+    return args
+
+
+def worker_env(md: ModelDeployment, volumes: list[VolumePlan]) -> dict[str, str]:
+    """Environment of each worker; ``spec.worker.env`` wins over what the plan sets."""
+    env: dict[str, str] = {}
+    if volumes:
+        # The volume is mounted read-only: the hub cache there is used as is, never written.
+        env["HF_HOME"] = volumes[0].hub_cache
+        env["HF_HUB_OFFLINE"] = "1"
+    env.update(md.spec.worker.env)
+    return env
+
+
+def _hash(template: dict) -> str:
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
+    """Plan one worker per replica; replicas alone never change ``template_hash``."""
+    storage, res = md.spec.storage, md.spec.resources
+    volumes = []
+    if storage.persistent_volume_claim:
+        volumes.append(VolumePlan(storage.persistent_volume_claim, storage.mount_path))
+    resources = ResourcePlan(gpus=res.gpus, cpu=res.cpu, memory=res.memory)
+    args = worker_args(md)
+    env = worker_env(md, volumes)
+    template_hash = _hash(
+        {
+            "args": args,
+            "env": env,
+            "resources": asdict(resources),
+            "volumes": [asdict(v) for v in volumes],
+        }
+    )
+    workers = [
+        WorkerPlan(
+            deployment=md.name,
+            namespace=md.namespace,
+            replica=i,
+            args=list(args),
+            env=dict(env),
+            resources=resources,
+            volumes=list(volumes),
+            model_names=md.model_names,
+            template_hash=template_hash,
+        )
+        for i in range(md.spec.replicas)
+    ]
+    return DeploymentPlan(
+        deployment=md.name,
+        namespace=md.namespace,
+        replicas=md.spec.replicas,
+        template_hash=template_hash,
+        model_names=md.model_names,
+        workers=workers,
+    )

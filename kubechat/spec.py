@@ -1,0 +1,370 @@
+"""The ModelDeployment resource: pydantic models, defaults and validation with field paths.
+
+This is one encoding of the contract; ``crds/modeldeployment.yaml`` is the other, and a test walks
+both to keep them in agreement (same fields, same defaults, same patterns). Field names are
+camelCase in YAML (the aliases); Python code uses the snake_case attributes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+GROUP = "kubechat.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+
+DEMO_MODEL_PATH = "kubechat:demo"
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+# Patterns shared with the CRD (the agreement test compares them literally).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_LABEL_MAX = 63
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MAX = 253
+# Per-GPU memory in the forms FastChat and accelerate take: 20GiB, 20Gi, 20GB, 500MiB, 1.5TiB.
+GPU_MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?([KMGT]iB?|[KMGT]B)$"
+# A Kubernetes resource quantity without exponent forms: 500m, 2, 0.5, 8Gi, 16G.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$"
+# Served model names travel comma-joined in --model-names: no commas, no whitespace.
+MODEL_NAME_PATTERN = r"^[^\s,]+$"
+CONV_TEMPLATE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+MOUNT_PATH_PATTERN = r"^/.*[^/]$"
+
+
+def is_demo_model(path: str) -> bool:
+    """Whether ``path`` names the built-in demo model (built by the worker on first use)."""
+    return path.strip() == DEMO_MODEL_PATH
+
+
+class SpecError(ValueError):
+    """An invalid ModelDeployment; ``errors`` holds ``(field path, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(f"{path or '(root)'}: {message}" for path, message in errors))
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it in YAML, for error messages."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return json.dumps(value)
+    return f"a {type(value).__name__}"
+
+
+def _pattern(pattern: str, what: str, max_length: int | None = None) -> Any:
+    """A string check with a readable message; the pattern also appears in the JSON schema."""
+
+    def check(value: str) -> str:
+        if max_length is not None and len(value) > max_length:
+            raise ValueError(f"must be at most {max_length} characters (got {len(value)})")
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"must be {what} (got {_show(value)})")
+        return value
+
+    extra: dict[str, Any] = {"pattern": pattern}
+    if max_length is not None:
+        extra["maxLength"] = max_length
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", **extra})]
+
+
+def _quantity_text(value: Any) -> Any:
+    """Accept ``cpu: 2`` as Kubernetes does (int-or-string) and keep it as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+DnsLabel = _pattern(
+    DNS_LABEL_PATTERN,
+    "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric)",
+    DNS_LABEL_MAX,
+)
+DnsSubdomain = _pattern(
+    DNS_SUBDOMAIN_PATTERN,
+    "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')",
+    DNS_SUBDOMAIN_MAX,
+)
+GpuMemory = _pattern(GPU_MEMORY_PATTERN, "a memory size such as 20GiB, 20Gi or 500MiB")
+Quantity = Annotated[
+    _pattern(QUANTITY_PATTERN, "a Kubernetes quantity such as 500m, 2 or 8Gi"),
+    BeforeValidator(_quantity_text),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN}
+    ),
+]
+ModelName = _pattern(MODEL_NAME_PATTERN, "a name without commas or whitespace")
+EnvName = _pattern(ENV_NAME_PATTERN, "an environment variable name")
+TemplateName = _pattern(CONV_TEMPLATE_PATTERN, "a template name such as chatml")
+MountPath = _pattern(MOUNT_PATH_PATTERN, "an absolute path such as /models")
+
+
+class _Strict(BaseModel):
+    """Strict (YAML types as the CRD sees them), camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ObjectMeta(BaseModel):
+    """The part of ``metadata`` we use; the API server's own fields (uid, ...) are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    name: DnsLabel = Field(description="Name of the deployment; also the default served name.")
+    namespace: DnsLabel | None = Field(default=None, description="Namespace (default: default).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the resource.")
+
+
+class ModelSource(_Strict):
+    """``spec.model``: which checkpoint to load and how."""
+
+    path: Annotated[str, Field(min_length=1)] = Field(
+        description="A hub id, a directory (e.g. under the storage mount), or kubechat:demo."
+    )
+    names: list[ModelName] | None = Field(
+        default=None,
+        min_length=1,
+        description="Names served on /v1/models (default: [metadata.name]).",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        alias="trustRemoteCode",
+        description="Run the checkpoint's own Python code (needed by Baichuan).",
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="Weight dtype."
+    )
+    conv_template: TemplateName | None = Field(
+        default=None,
+        alias="convTemplate",
+        description="Prompt template override (default: tokenizer chat_template, then built-ins).",
+    )
+    revision: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="Hub revision: branch, tag or commit."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelSource:
+        if self.names is not None:
+            seen = [n for i, n in enumerate(self.names) if n in self.names[:i]]
+            if seen:
+                raise ValueError(f"names: must be unique ({', '.join(sorted(set(seen)))} repeated)")
+        return self
+
+
+class StorageSpec(_Strict):
+    """``spec.storage``: the volume holding model files and the hub cache."""
+
+    persistent_volume_claim: DnsSubdomain | None = Field(
+        default=None,
+        alias="persistentVolumeClaim",
+        description="PVC mounted read-only at mountPath; the hub cache lives there.",
+    )
+    mount_path: MountPath = Field(
+        default="/models", alias="mountPath", description="Where the volume is mounted."
+    )
+
+
+class ResourcesSpec(_Strict):
+    """``spec.resources``: what one replica gets."""
+
+    gpus: int = Field(default=0, ge=0, description="GPUs per replica (nvidia.com/gpu); 0 = CPU.")
+    max_gpu_memory: GpuMemory | None = Field(
+        default=None, alias="maxGpuMemory", description="Memory cap per GPU, e.g. 20GiB."
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request per replica.")
+    memory: Quantity | None = Field(default=None, description="Memory request per replica.")
+
+
+class WorkerSpec(_Strict):
+    """``spec.worker``: serving knobs of each worker."""
+
+    limit_concurrency: int = Field(
+        default=32,
+        ge=1,
+        alias="limitConcurrency",
+        description="Sequences served at once per worker; excess requests get 429.",
+    )
+    stream_interval: int | None = Field(
+        default=None, ge=1, alias="streamInterval", description="Tokens per streamed chunk."
+    )
+    env: dict[EnvName, str] = Field(
+        default_factory=dict, description="Extra environment variables for the worker."
+    )
+
+
+class ModelDeploymentSpec(_Strict):
+    """``spec``: the desired state."""
+
+    model: ModelSource = Field(description="The model to serve.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Model volume.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per replica.")
+    replicas: int = Field(default=1, ge=0, description="Number of workers.")
+    worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Worker settings.")
+
+
+class ModelDeployment(_Strict):
+    """A validated ModelDeployment (``status`` is dropped on input)."""
+
+    api_version: Literal["kubechat.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_status(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "status" in data:
+            data = {k: v for k, v in data.items() if k != "status"}
+        return data
+
+    @model_validator(mode="after")
+    def _default_names(self) -> ModelDeployment:
+        if self.spec.model.names is None:
+            model = self.spec.model.model_copy(update={"names": [self.metadata.name]})
+            spec = self.spec.model_copy(update={"model": model})
+            object.__setattr__(self, "spec", spec)
+        return self
+
+    @property
+    def name(self) -> str:
+        """``metadata.name``."""
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str | None:
+        """``metadata.namespace`` (None when the manifest leaves it to the client)."""
+        return self.metadata.namespace
+
+    @property
+    def model_names(self) -> list[str]:
+        """The names served on /v1/models (defaulted to ``[metadata.name]``)."""
+        return list(self.spec.model.names or [self.metadata.name])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resource as YAML/JSON data, camelCase, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _field_names_at(loc: tuple[Any, ...]) -> list[str]:
+    """The YAML field names allowed in the object at ``loc`` (for "did you mean")."""
+    model: Any = ModelDeployment
+    for part in loc:
+        if not isinstance(part, str):
+            continue
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)),
+            None,
+        )
+        if field is None:
+            return []
+        inner = field.annotation
+        for candidate in getattr(inner, "__args__", (inner,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = _show(error.get("input"))
+    loc = error["loc"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        known = _field_names_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(known)}"
+        return f"unknown field ({hint})"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<="}.get(
+            kind, "<"
+        )
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound} (got {got})"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')} (got {got})"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be an integer (got {got})"
+    if kind == "bool_type":
+        return f"must be true or false (got {got})"
+    if kind == "string_type":
+        return f"must be a string (got {got}; quote it in YAML)"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list (got {got})"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (got {got})"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        return "must have at least one item (or be left out)"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg'][:1].lower()}{error['msg'][1:]} (got {got})"
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
+    """Rules that span fields (the CRD schema cannot express them)."""
+    problems = []
+    res = md.spec.resources
+    if res.max_gpu_memory is not None and res.gpus == 0:
+        problems.append(
+            ("spec.resources.maxGpuMemory", "is a per-GPU cap: set gpus >= 1 or remove it")
+        )
+    return problems
+
+
+def parse_model_deployment(obj: Any) -> ModelDeployment:
+    """Validate a ModelDeployment given as YAML/JSON data; raises SpecError naming field paths."""
+    if not isinstance(obj, dict):
+        raise SpecError([("", f"must be a mapping (got {_show(obj)})")])
+    try:
+        md = ModelDeployment.model_validate(obj)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = _message(error)
+            # A model-level check names its field first ("names: ..."): move it to the path.
+            if error["type"] == "value_error" and re.match(r"^\w+: ", message):
+                field, message = message.split(": ", 1)
+                loc = (*loc, field)
+            if loc and loc[-1] == "[key]":  # a bad key of a mapping such as worker.env
+                message = f"key {_show(loc[-2])}: {message}"
+                loc = loc[:-2]
+            errors.append((_path(loc), message))
+        raise SpecError(errors) from None
+    problems = _cross_checks(md)
+    if problems:
+        raise SpecError(problems)
+    return md
