@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
-from kubechat.discovery.records import WorkerRecord
 
+from kubechat.discovery.records import WorkerRecord
 from kubechat.openai_errors import OpenAIError, unavailable
 
 from .metrics import GatewayMetrics

@@ -15,6 +15,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-model": ("kubechat.demo_model.command", "build the tiny demo chat model (no download)"),
     "worker": ("kubechat.worker.command", "serve one model with an OpenAI-compatible API"),
+    "gateway": ("kubechat.gateway.command", "one OpenAI-compatible endpoint over live workers"),
+    "up": ("kubechat.up", "run ModelDeployment files locally: workers, gateway, UI"),
 }
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
-import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from kubechat.cli import UsageError
+from kubechat.discovery.stores import STORE_HELP, open_store
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -66,17 +72,42 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="sequences admitted at once; more get 429 with Retry-After",
     )
     s.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk")
+    s.add_argument(
+        "--drain-grace",
+        type=float,
+        default=30.0,
+        help="seconds admitted requests may finish after SIGTERM before exit",
+    )
     s.add_argument("--log-level", default="info")
+    h = p.add_argument_group("heartbeat lease (discovery)")
+    h.add_argument(
+        "--lease-store", default=os.environ.get("KUBECHAT_LEASE_STORE", "none"), help=STORE_HELP
+    )
+    h.add_argument(
+        "--deployment",
+        default=os.environ.get("KUBECHAT_DEPLOYMENT", ""),
+        help="the ModelDeployment this worker belongs to (lease label)",
+    )
+    h.add_argument(
+        "--worker-name",
+        default=os.environ.get("POD_NAME"),
+        help="lease name (default: $POD_NAME, else HOST-PORT)",
+    )
+    h.add_argument(
+        "--advertise-url",
+        default=None,
+        help="base URL the gateway uses (default: http://$POD_IP or HOST, and PORT)",
+    )
+    h.add_argument("--lease-renew-interval", type=float, default=2.0)
+    h.add_argument("--lease-duration", type=float, default=6.0)
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse flags into options, then serve until stopped."""
-    import uvicorn
-
     from .api import create_app
     from .loading import LoadOptions
     from .runtime import RuntimeOptions, build_runtime, default_model_names
-    from .state import WorkerState
+    from .state import Identity, WorkerState
 
     if args.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
@@ -94,6 +125,12 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if num_gpus > 0 else "cpu"
     if device == "cpu" and num_gpus > 0:
         raise UsageError("--device cpu contradicts --num-gpus > 0")
+    if args.lease_duration <= args.lease_renew_interval:
+        raise UsageError("--lease-duration must be longer than --lease-renew-interval")
+    try:
+        store = open_store(args.lease_store)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     names = [n.strip() for n in (args.model_names or "").split(",") if n.strip()]
     options = RuntimeOptions(
         load=LoadOptions(
@@ -114,27 +151,79 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     failure: list[str] = []
+    server: DrainingServer | None = None
 
     def fatal(message: str) -> None:
         failure.append(message)
-        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's own graceful shutdown
+        if server is not None:
+            server.should_exit = True
 
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    host_for_url = os.environ.get("POD_IP") or local
+    identity = Identity(
+        name=args.worker_name or f"{_safe(host_for_url)}-{args.port}",
+        deployment=args.deployment or options.model_names[0],
+        address=args.advertise_url or f"http://{host_for_url}:{args.port}",
+    )
     state = WorkerState(
         options.model_names,
         lambda: build_runtime(options),
         limit_concurrency=args.limit_worker_concurrency,
         stream_interval=args.stream_interval,
         on_fatal=fatal,
+        identity=identity,
+        lease_writer=store,
+        renew_interval=args.lease_renew_interval,
+        lease_duration=args.lease_duration,
     )
     app = create_app(state)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level.lower(),
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=5,
     )
+    server = DrainingServer(config, state, args.drain_grace)
+    server.run()
     if failure:
-        print(f"kubechat worker: model load failed: {failure[0]}", flush=True)
+        print(f"kubechat worker: model load failed: {failure[0]}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower() or "worker"
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM/SIGINT drains before exiting.
+
+    Draining marks the lease (the gateway stops routing here), answers newcomers with 503 (the
+    gateway retries them elsewhere) and lets admitted requests finish within the grace period.
+    A second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: Any, grace: float) -> None:
+        super().__init__(config)
+        self._state = state
+        self._grace = grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets: Any = None) -> None:
+        """Serve, remembering the loop so signal handlers can schedule the drain on it."""
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain, then exit; later signals (or before loading ends): exit now."""
+        if self._draining or self._loop is None or self._state.serving is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        await self._state.drain(self._grace)
+        self.should_exit = True

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from kubechat.demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 
 from .engine import Engine
 from .loading import LoadedModel, LoadOptions, load_model
@@ -14,8 +15,6 @@ from .serving import ModelRuntime
 from .templates import resolve_template
 
 log = logging.getLogger(__name__)
-
-DEMO_MODEL = "kubechat:demo"
 
 
 @dataclass
@@ -30,26 +29,16 @@ class RuntimeOptions:
 
 def default_model_names(model_path: str) -> list[str]:
     """FastChat's default: the last component of the model path (``kubechat-demo`` for the demo)."""
-    if model_path == DEMO_MODEL:
+    if model_path == DEMO_MODEL_PATH:
         return ["kubechat-demo"]
     return [Path(model_path.rstrip("/")).name or model_path]
 
 
-def demo_model_dir() -> Path:
-    """Where the demo model is built when a worker is asked for ``kubechat:demo``."""
-    base = os.environ.get("KUBECHAT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kubechat"
-    )
-    return Path(base) / "demo-model"
-
-
 def resolve_model_path(model_path: str) -> str:
     """The local directory or hub id to load; builds the demo model on first use."""
-    if model_path != DEMO_MODEL:
+    if model_path != DEMO_MODEL_PATH:
         return model_path
-    from kubechat.demo_model.build import build_demo_model  # heavy: only when asked
-
-    return str(build_demo_model(demo_model_dir(), progress=True))
+    return str(ensure_demo_model(progress=True))
 
 
 def make_engine(loaded: LoadedModel, capacity: int) -> Engine:

@@ -9,13 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from kubechat.discovery.heartbeat import Heartbeat
+from kubechat.discovery.records import WorkerRecord
 
 from .admission import Admission
 from .metrics import WorkerMetrics
 from .serving import ModelRuntime, Serving
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Identity:
+    """How this worker names itself in its lease."""
+
+    name: str
+    deployment: str
+    address: str  # base URL the gateway reaches it at
 
 
 class WorkerState:
@@ -29,6 +43,10 @@ class WorkerState:
         limit_concurrency: int = 5,
         stream_interval: int = 1,
         on_fatal: Callable[[str], None] | None = None,
+        identity: Identity | None = None,
+        lease_writer: object | None = None,
+        renew_interval: float = 2.0,
+        lease_duration: float = 6.0,
     ) -> None:
         self.model_names = list(model_names)
         self.metrics = WorkerMetrics()
@@ -42,6 +60,12 @@ class WorkerState:
         self._on_fatal = on_fatal
         self._loader: asyncio.Task | None = None
         self.loaded = asyncio.Event()
+        self.identity = identity
+        self.heartbeat: Heartbeat | None = None
+        if identity is not None and lease_writer is not None:
+            self.heartbeat = Heartbeat(
+                lease_writer, self.record, renew_interval, lease_duration=lease_duration
+            )
         self.metrics.capacity.set(limit_concurrency)
         self.metrics.bind_load(
             in_flight=lambda: self.admission.in_flight,
@@ -53,6 +77,39 @@ class WorkerState:
     def ready(self) -> bool:
         """True when the model is loaded and the worker takes new requests."""
         return self.serving is not None and not self.draining
+
+    def record(self) -> WorkerRecord:
+        """This worker's lease record as of now (load figures included)."""
+        assert self.identity is not None
+        stats = self.runtime.engine.stats() if self.runtime else None
+        return WorkerRecord(
+            name=self.identity.name,
+            deployment=self.identity.deployment,
+            models=tuple(self.model_names),
+            address=self.identity.address,
+            ready=self.serving is not None,
+            draining=self.draining,
+            in_flight=self.admission.in_flight,
+            queued=stats.queued if stats else 0,
+            capacity=self.admission.limit,
+            renew_time=time.time(),
+        )
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking requests (lease marked draining, 503 to newcomers) and wait up to
+        ``grace`` seconds for the admitted ones to finish."""
+        self.draining = True
+        if self.heartbeat is not None:
+            await self.heartbeat.mark_draining()
+        deadline = time.monotonic() + grace
+        while self.admission.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.admission.in_flight:
+            log.warning(
+                "drain grace of %.0fs over with %d sequences still running",
+                grace,
+                self.admission.in_flight,
+            )
 
     async def load(self) -> None:
         """Load the model off the event loop, then start its engine."""
@@ -80,11 +137,15 @@ class WorkerState:
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         """FastAPI lifespan: start loading on startup; stop the engine on shutdown."""
         self._loader = asyncio.create_task(self.load())
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         try:
             yield
         finally:
             self.draining = True
             if not self._loader.done():
                 self._loader.cancel()
+            if self.heartbeat is not None:
+                await self.heartbeat.stop()  # a clean exit leaves no lease behind
             if self.runtime is not None:
                 await self.runtime.engine.stop()

@@ -1,0 +1,129 @@
+"""``kubechat gateway``: one OpenAI-compatible endpoint over the live workers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from kubechat.cli import UsageError
+from kubechat.discovery.stores import STORE_HELP, open_store
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Declare the gateway's flags."""
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("KUBECHAT_PORT", "8000")))
+    p.add_argument(
+        "--lease-store",
+        default=os.environ.get("KUBECHAT_LEASE_STORE", "kubernetes"),
+        help=STORE_HELP,
+    )
+    a = p.add_argument_group("authentication")
+    a.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="an accepted API key (repeatable; also $KUBECHAT_API_KEYS, comma-separated)",
+    )
+    a.add_argument(
+        "--api-key-file",
+        default=os.environ.get("KUBECHAT_API_KEY_FILE"),
+        help="file with one API key per line",
+    )
+    a.add_argument(
+        "--protect-metrics", action="store_true", help="require an API key on /metrics too"
+    )
+    u = p.add_argument_group("upstream")
+    u.add_argument(
+        "--retry-attempts", type=int, default=3, help="workers tried per request before giving up"
+    )
+    u.add_argument(
+        "--retry-deadline",
+        type=float,
+        default=30.0,
+        help="seconds after which no further worker is tried",
+    )
+    u.add_argument("--connect-timeout", type=float, default=5.0)
+    u.add_argument(
+        "--first-chunk-timeout",
+        type=float,
+        default=30.0,
+        help="a stream whose worker sends nothing for this long is retried elsewhere",
+    )
+    u.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=600.0,
+        help="longest silence from a worker in the middle of a response",
+    )
+    u.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    p.add_argument("--log-level", default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start discovery and serve until stopped."""
+    import uvicorn
+
+    from kubechat.discovery.live import LiveView
+    from kubechat.routing import Router
+
+    from .app import GatewayConfig, create_app
+    from .auth import load_keys
+    from .upstream import RetryPolicy
+
+    if args.retry_attempts < 1:
+        raise UsageError("--retry-attempts must be >= 1")
+    try:
+        store = open_store(args.lease_store)
+        keys = load_keys(args.api_key, args.api_key_file)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+    if store is None:
+        raise UsageError(
+            "the gateway needs a lease store to find workers (local:DIR or kubernetes)"
+        )
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    view = LiveView(store)
+    router = Router(view)
+    config = GatewayConfig(
+        api_keys=keys,
+        protect_metrics=args.protect_metrics,
+        max_body_bytes=args.max_body_bytes,
+        connect_timeout=args.connect_timeout,
+        upstream_timeout=args.upstream_timeout,
+        retry=RetryPolicy(
+            attempts=args.retry_attempts,
+            deadline=args.retry_deadline,
+            first_chunk_timeout=args.first_chunk_timeout,
+        ),
+    )
+
+    @contextlib.asynccontextmanager
+    async def discovery() -> AsyncIterator[None]:
+        await view.start()
+        try:
+            yield
+        finally:
+            await view.stop()
+
+    logging.getLogger(__name__).info(
+        "gateway on http://%s:%d, workers from %s, %s",
+        args.host,
+        args.port,
+        args.lease_store,
+        f"{len(keys)} API key(s)" if keys else "no API key (open)",
+    )
+    app = create_app(view, router, config, lifespan_hooks=[discovery])
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+    return 0

@@ -1,0 +1,33 @@
+"""Opening a lease store from its command-line form, for workers, the gateway and the UI.
+
+``local:DIR``   records as files in DIR (local mode, ``kubechat up``)
+``kubernetes``  coordination.k8s.io Leases in this pod's namespace (``kubernetes:NAMESPACE``)
+``none``        no store: a standalone worker announces itself nowhere
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .local_store import LocalLeaseStore
+
+STORE_HELP = "where heartbeat leases live: local:DIR, kubernetes[:NAMESPACE] or none"
+
+
+def open_store(spec: str) -> Any:
+    """The store named by ``spec``; raises ValueError with the accepted forms otherwise."""
+    kind, _, arg = spec.partition(":")
+    if kind == "none":
+        return None
+    if kind == "local":
+        if not arg:
+            raise ValueError("local lease store needs a folder: local:DIR")
+        return LocalLeaseStore(os.path.expanduser(arg))
+    if kind == "kubernetes":
+        try:
+            from .kube_store import KubernetesLeaseStore
+        except ImportError as exc:  # pragma: no cover - arrives with the Kubernetes issue
+            raise ValueError("the Kubernetes lease store is not available in this build") from exc
+        return KubernetesLeaseStore(namespace=arg or None)
+    raise ValueError(f"unknown lease store {spec!r}; use local:DIR, kubernetes[:NAMESPACE] or none")

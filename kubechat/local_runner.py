@@ -1,0 +1,177 @@
+"""Local processes for ``kubechat up``: start, watch, restart, drain and stop them.
+
+Plays for a laptop the part the operator and the kubelet play in a cluster: each WorkerPlan of
+the shared plan becomes a ``kubechat worker`` process on a free port, renewing its lease in a local
+state folder, restarted with a back-off if it crashes. Children die with their parent (Linux
+PR_SET_PDEATHSIG), so a killed ``kubechat up`` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .plan import WorkerPlan
+
+KUBECHAT = (sys.executable, "-m", "kubechat.cli")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Process:
+    """One supervised process: what to run, its log, and its restarts."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    url: str  # base URL, for readiness and printing
+    ready_path: str = "/health"
+    restart: bool = True
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    ready_at: float | None = None
+    _next_start: float = 0.0
+
+    def start(self) -> None:
+        """Start (or restart) the process, appending to its log."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self.started_at = time.monotonic()
+        self.ready_at = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalRunner:
+    """Supervises the stack's processes."""
+
+    state_dir: Path
+    processes: list[Process] = field(default_factory=list)
+    on_event: Callable[[str], None] = print
+
+    def add_worker(self, plan: WorkerPlan, *, host: str, env: dict[str, str]) -> Process:
+        """A worker process for one replica of the plan, on a free port."""
+        port = free_port(host)
+        name = f"{plan.deployment}-{plan.replica}"
+        leases = f"local:{self.state_dir / 'leases'}"
+        argv = [
+            *plan.argv(host, port, command=KUBECHAT),
+            "--lease-store",
+            leases,
+            "--worker-name",
+            name,
+        ]
+        proc = Process(
+            name,
+            argv,
+            {**env, **plan.env},
+            self.state_dir / "logs" / f"{name}.log",
+            f"http://{host}:{port}",
+            ready_path="/health/ready",
+        )
+        self.processes.append(proc)
+        return proc
+
+    def add(self, proc: Process) -> Process:
+        """Supervise another process (gateway, UI)."""
+        self.processes.append(proc)
+        return proc
+
+    def start_all(self) -> None:
+        """Start every process."""
+        for p in self.processes:
+            p.start()
+
+    def poll(self) -> None:
+        """Notice readiness, crashes and due restarts; call every fraction of a second."""
+        import httpx
+
+        now = time.monotonic()
+        for p in self.processes:
+            if p.popen is None:
+                if now >= p._next_start:
+                    p.start()
+                    self.on_event(f"{p.name}: restarted (restart #{p.restarts})")
+                continue
+            code = p.popen.poll()
+            if code is not None:
+                self.on_event(f"{p.name}: exited with code {code}; log {p.log_path}")
+                p.popen = None
+                if p.restart:
+                    p.restarts += 1
+                    p._next_start = now + min(30.0, 2.0 ** min(p.restarts, 5))
+                continue
+            if p.ready_at is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(p.url + p.ready_path, timeout=1).status_code == 200:
+                        p.ready_at = now
+                        self.on_event(f"{p.name}: ready in {now - p.started_at:.1f} s at {p.url}")
+
+    def all_ready(self) -> bool:
+        """Whether every process has passed its readiness check."""
+        return all(p.ready_at is not None and p.alive for p in self.processes)
+
+    def stop_all(self, grace: float = 30.0) -> None:
+        """SIGTERM everything (workers drain), wait up to ``grace`` s, then SIGKILL the rest."""
+        for p in self.processes:
+            p.restart = False
+            p.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.processes:
+            if p.popen is None:
+                continue
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.signal(signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.popen.wait(5)

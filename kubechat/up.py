@@ -1,0 +1,183 @@
+"""``kubechat up FILE...``: run ModelDeployment manifests as local processes.
+
+The same YAML a cluster takes (``kubectl apply -f``) becomes, on one machine, one worker process
+per replica, a gateway in front of them and the chat UI, with leases kept as files in a state
+folder. Ctrl-C drains the workers and stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from .cli import UsageError
+from .demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
+from .local_runner import KUBECHAT, LocalRunner, Process
+from .manifests import ManifestError, load_manifests
+from .plan import plan_deployment
+
+SEED_QUESTION = "Which mountain is the second highest one in the world?"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Declare the flags of ``kubechat up``."""
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="ModelDeployment manifests (YAML, multi-document allowed) or folders",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
+    p.add_argument("--port", type=int, default=8000, help="the gateway's port")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="leases and logs (default: a new temporary folder)",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="require this API key at the gateway (repeatable)",
+    )
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for every process to become ready",
+    )
+    p.add_argument("--drain-grace", type=float, default=30.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, build, start, wait for readiness, then supervise until Ctrl-C or SIGTERM."""
+    try:
+        deployments = load_manifests(args.files)
+    except ManifestError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest: {exc}") from exc
+    if not deployments:
+        raise UsageError("no ModelDeployment found in " + ", ".join(map(str, args.files)))
+    plans = [plan_deployment(md) for md in deployments]
+    if any(DEMO_MODEL_PATH in w.args for plan in plans for w in plan.workers):
+        say("building the demo model (once; cached for later runs)")
+        ensure_demo_model(progress=True)
+
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="kubechat-up-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    runner = LocalRunner(state_dir, on_event=say)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for plan in plans:
+        for worker in plan.workers:
+            runner.add_worker(worker, host=args.host, env=env)
+    gateway_url = f"http://{args.host}:{args.port}"
+    gateway_argv = [
+        *KUBECHAT,
+        "gateway",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--lease-store",
+        f"local:{state_dir / 'leases'}",
+    ]
+    for key in args.api_key:
+        gateway_argv += ["--api-key", key]
+    runner.add(
+        Process("gateway", gateway_argv, env, state_dir / "logs" / "gateway.log", gateway_url)
+    )
+    _check_port_free(args.host, args.port)
+
+    stopping = {"sig": None}
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopping["sig"] = sig
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    say(
+        f"starting {sum(len(p.workers) for p in plans)} worker(s) and the gateway; "
+        f"logs in {state_dir / 'logs'}"
+    )
+    runner.start_all()
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while not runner.all_ready():
+            if stopping["sig"] is not None:
+                return _shutdown(runner, args.drain_grace, stopping["sig"])
+            if time.monotonic() > deadline:
+                say("not ready in time; last log lines of what is not ready:")
+                for p in runner.processes:
+                    if p.ready_at is None:
+                        say(f"--- {p.name} ({p.log_path})\n{p.log_tail()}")
+                runner.stop_all(args.drain_grace)
+                return 1
+            failed = [p for p in runner.processes if p.restarts and p.ready_at is None]
+            if failed:
+                p = failed[0]
+                say(f"{p.name} failed to start:\n{p.log_tail()}")
+                runner.stop_all(args.drain_grace)
+                return 1
+            runner.poll()
+            time.sleep(0.25)
+        _print_ready(plans, gateway_url, args.api_key)
+        while stopping["sig"] is None:
+            runner.poll()
+            time.sleep(0.25)
+        return _shutdown(runner, args.drain_grace, stopping["sig"])
+    finally:
+        runner.stop_all(1.0)
+
+
+def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
+    say("stopping: workers drain their requests, then everything exits")
+    runner.stop_all(grace)
+    say("stopped")
+    return 0 if sig == signal.SIGTERM else 130
+
+
+def _print_ready(plans: list, gateway_url: str, keys: list[str]) -> None:
+    model = plans[0].model_names[0]
+    auth = f" -H 'Authorization: Bearer {keys[0]}'" if keys else ""
+    body = (
+        '{"model": "'
+        + model
+        + '", "messages": [{"role": "user", "content": "'
+        + SEED_QUESTION
+        + '"}]}'
+    )
+    models = ", ".join(m for p in plans for m in p.model_names)
+    say(
+        "\nready.\n"
+        f"  OpenAI endpoint: {gateway_url}/v1   (models: {models})\n"
+        f"  metrics:         {gateway_url}/metrics\n"
+        "try:\n"
+        f"  curl -s {gateway_url}/v1/chat/completions -H 'Content-Type: application/json'{auth}"
+        f" -d {shlex.quote(body)}\n"
+        "Ctrl-C stops everything."
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"port {port} on {host} is taken ({exc.strerror}); use --port"
+            ) from exc
+
+
+def say(message: str) -> None:
+    """Progress for the person at the terminal."""
+    print(f"kubechat up: {message}" if not message.startswith("\n") else message, flush=True)
