@@ -90,6 +90,16 @@ class Process:
             return ""
 
 
+def local_env(plan: WorkerPlan) -> dict[str, str]:
+    """The plan's environment minus what points into volumes, which are not mounted locally
+    (e.g. HF_HOME on the model PVC): locally the machine's own hub cache and paths apply."""
+    mounts = [v.mount_path.rstrip("/") + "/" for v in plan.volumes]
+    skip = {k for k, v in plan.env.items() if any((v + "/").startswith(m) for m in mounts)}
+    if skip and "HF_HOME" in skip:
+        skip.add("HF_HUB_OFFLINE")  # offline only made sense with the volume's cache
+    return {k: v for k, v in plan.env.items() if k not in skip}
+
+
 @dataclass
 class LocalRunner:
     """Supervises the stack's processes."""
@@ -113,7 +123,7 @@ class LocalRunner:
         proc = Process(
             name,
             argv,
-            {**env, **plan.env},
+            {**env, **local_env(plan)},
             self.state_dir / "logs" / f"{name}.log",
             f"http://{host}:{port}",
             ready_path="/health/ready",

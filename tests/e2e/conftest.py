@@ -1,0 +1,115 @@
+"""A whole local stack (``kubechat up examples/demo.yaml``) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.support.processes import free_port, kubechat_argv, tail, wait_http
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_YAML = REPO / "examples" / "demo.yaml"
+
+
+@dataclass
+class Stack:
+    """A running ``kubechat up``: gateway URL, state folder, the up process."""
+
+    url: str
+    state_dir: Path
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def client(self) -> OpenAI:
+        """An openai client on the gateway (no client-side retries: we test ours)."""
+        return OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+    def worker_pids(self) -> dict[str, int]:
+        """Worker name -> pid, read from /proc (the processes ``up`` started)."""
+        pids = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in argv and str(self.state_dir).encode() in b" ".join(argv):
+                name = argv[argv.index(b"--worker-name") + 1].decode()
+                pids[name] = int(entry.name)
+        return pids
+
+
+def demo_cache(demo_model_dir: Path, base: Path) -> Path:
+    """A KUBECHAT_CACHE folder holding the session's already-built demo model."""
+    cache = base / "cache"
+    if not (cache / "demo-model").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(demo_model_dir, cache / "demo-model")
+    return cache
+
+
+def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
+    """Start ``kubechat up examples/demo.yaml`` and wait until it prints that it is ready."""
+    port = free_port()
+    state = base / f"state-{port}"
+    log = base / f"up-{port}.log"
+    env = {
+        **os.environ,
+        "KUBECHAT_CACHE": str(demo_cache(demo_model_dir, base)),
+        "PYTHONUNBUFFERED": "1",
+    }
+    argv = kubechat_argv(
+        "up", str(DEMO_YAML), "--port", str(port), "--state-dir", str(state), *extra
+    )
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", 240, proc)
+        _wait_for(lambda: "ready." in log.read_text(), 240, proc, log)
+    except Exception:
+        stop_stack(proc)
+        raise
+    return Stack(url, state, proc, log)
+
+
+def stop_stack(proc: subprocess.Popen) -> int:
+    """Ctrl-C the stack and wait for it to exit."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def _wait_for(cond, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            raise RuntimeError(f"kubechat up exited with {proc.returncode}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"kubechat up not ready:\n{tail(log)}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def stack(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``kubechat up examples/demo.yaml``: two demo workers behind the gateway."""
+    s = start_stack(demo_model_dir, tmp_path_factory.mktemp("stack"))
+    yield s
+    stop_stack(s.proc)

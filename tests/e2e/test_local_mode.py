@@ -1,0 +1,201 @@
+"""End to end, local mode: ``kubechat up examples/demo.yaml`` and the openai client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubechat.discovery.local_store import LocalLeaseStore
+from kubechat.discovery.records import WorkerRecord
+from tests.support.processes import free_port, kubechat_argv, running
+
+from .conftest import Stack, stop_stack
+
+pytestmark = pytest.mark.slow
+
+SEED = "Which mountain is the second highest one in the world?"
+LEASE_DURATION = 6.0
+
+
+def chat_body(**kw) -> dict:
+    return {
+        "model": "kubechat-demo",
+        "messages": [{"role": "user", "content": SEED}],
+        "temperature": 0,
+        **kw,
+    }
+
+
+def test_seed_question_through_the_gateway(stack: Stack) -> None:
+    reply = stack.client.chat.completions.create(**chat_body())
+    assert "K2" in reply.choices[0].message.content
+    chunks = list(stack.client.chat.completions.create(**chat_body(stream=True)))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == reply.choices[0].message.content
+    assert [m.id for m in stack.client.models.list().data] == ["kubechat-demo"]
+
+
+def test_streaming_chunks_are_forwarded_as_they_arrive(stack: Stack) -> None:
+    arrivals = []
+    with httpx.stream(
+        "POST",
+        f"{stack.url}/v1/chat/completions",
+        timeout=60,
+        json=chat_body(stream=True, max_tokens=40, temperature=0.7, seed=1),
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                arrivals.append(time.monotonic())
+    assert len(arrivals) >= 5
+    # not buffered: the chunks did not all arrive in one burst at the end
+    assert arrivals[-1] - arrivals[0] > 0.01
+
+
+def test_both_replicas_take_load(stack: Stack) -> None:
+    def one(i: int) -> str:
+        r = httpx.post(
+            f"{stack.url}/v1/chat/completions",
+            timeout=120,
+            json=chat_body(max_tokens=16, temperature=0.8, seed=i),
+        )
+        assert r.status_code == 200, r.text
+        return r.headers["x-kubechat-worker"]
+
+    with ThreadPoolExecutor(8) as pool:
+        served_by = list(pool.map(one, range(16)))
+    assert set(served_by) == {"demo-0", "demo-1"}, served_by
+
+
+def test_gateway_metrics(stack: Stack) -> None:
+    text = httpx.get(f"{stack.url}/metrics").text
+    assert 'kubechat_gateway_live_workers{model="kubechat-demo"} 2.0' in text
+    assert (
+        'kubechat_gateway_requests_total{code="200",endpoint="chat",model="kubechat-demo"}' in text
+    )
+    assert "kubechat_gateway_upstream_latency_seconds_count" in text
+
+
+def test_unknown_model_is_404(stack: Stack) -> None:
+    r = httpx.post(f"{stack.url}/v1/chat/completions", json={**chat_body(), "model": "nope"})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_kill_9_of_a_worker_loses_no_request(stack: Stack) -> None:
+    """16 concurrent requests; one worker is killed with SIGKILL while they run. Every request
+    still succeeds (retried on the other worker), and the dead worker leaves routing within
+    the lease duration."""
+    pids = stack.worker_pids()
+    assert set(pids) == {"demo-0", "demo-1"}
+
+    def one(i: int) -> int:
+        r = httpx.post(
+            f"{stack.url}/v1/chat/completions",
+            timeout=120,
+            json=chat_body(max_tokens=48, temperature=0.8, seed=i),
+        )
+        return r.status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(one, i) for i in range(16)]
+        time.sleep(0.5)
+        os.kill(pids["demo-0"], signal.SIGKILL)
+        killed_at = time.monotonic()
+        left_routing = None
+        while time.monotonic() - killed_at < LEASE_DURATION + 4:
+            if _live_workers(stack) == 1:
+                left_routing = time.monotonic() - killed_at
+                break
+            time.sleep(0.1)
+        codes = [f.result() for f in futures]
+    assert codes == [200] * 16
+    assert left_routing is not None and left_routing <= LEASE_DURATION + 1.0, left_routing
+
+
+def _live_workers(stack: Stack) -> float:
+    for line in httpx.get(f"{stack.url}/metrics").text.splitlines():
+        if line.startswith('kubechat_gateway_live_workers{model="kubechat-demo"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_up_rejects_a_broken_manifest_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: kubechat.dev/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: bad}\nspec:\n  model: {path: kubechat:demo}\n"
+        "  resources: {gpus: -1}\n"
+    )
+    proc = subprocess.run(kubechat_argv("up", str(bad)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "spec.resources.gpus" in proc.stderr
+
+
+def test_gateway_auth_404_and_503(tmp_path: Path) -> None:
+    """With an API key: 401 without it; with it, 503 + Retry-After for a model whose only worker
+    lost its heartbeat, 404 for a model nobody serves."""
+    leases = tmp_path / "leases"
+    LocalLeaseStore(leases).publish(
+        WorkerRecord(
+            name="ghost-0",
+            deployment="ghost",
+            models=("ghost",),
+            address="http://127.0.0.1:9",
+            ready=True,
+            draining=False,
+            in_flight=0,
+            queued=0,
+            capacity=1,
+            renew_time=time.time() - 60,
+            lease_duration=LEASE_DURATION,
+        )
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = kubechat_argv(
+        "gateway", "--port", str(port), "--lease-store", f"local:{leases}", "--api-key", "sekrit"
+    )
+    with running(argv, ready_url=f"{url}/health", log_path=tmp_path / "gw.log"):
+        body = {"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}
+        r = httpx.post(f"{url}/v1/chat/completions", json=body)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "invalid_api_key"
+        r = httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"}
+        )
+        assert r.status_code == 401
+        auth = {"Authorization": "Bearer sekrit"}
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=auth)
+        assert r.status_code == 503
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "no_live_worker"
+        r = httpx.post(f"{url}/v1/chat/completions", json={**body, "model": "other"}, headers=auth)
+        assert r.status_code == 404
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers=auth).json()["data"] == []
+        assert httpx.get(f"{url}/health").status_code == 200
+        r = httpx.post(f"{url}/v1/chat/completions", content=b"{", headers=auth)
+        assert r.status_code == 400
+        assert json.loads(r.text)["error"]["type"] == "invalid_request_error"
+
+
+def test_ctrl_c_leaves_no_process(demo_model_dir, tmp_path_factory) -> None:
+    from .conftest import start_stack
+
+    s = start_stack(demo_model_dir, tmp_path_factory.mktemp("ctrlc"))
+    pids = s.worker_pids()
+    assert len(pids) == 2
+    code = stop_stack(s.proc)
+    assert code == 130
+    time.sleep(0.5)
+    assert s.worker_pids() == {}
+    assert not list((s.state_dir / "leases").glob("*.json"))
+    assert "stopped" in s.log.read_text()
