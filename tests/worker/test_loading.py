@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.dynamic_module_utils
+from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PretrainedConfig
+
 from kubechat.worker.loading import (
     DEFAULT_CONTEXT_LENGTH,
     LoadOptions,
@@ -17,8 +19,6 @@ from kubechat.worker.loading import (
     load_model,
 )
 from kubechat.worker.placement import plan_placement
-from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PretrainedConfig
-
 from tests.worker.test_templates import build_tokenizer
 
 GENERATION_CONFIG = {

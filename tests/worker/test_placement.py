@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from accelerate import init_empty_weights
+from transformers import AutoModelForCausalLM, LlamaConfig
+
 from kubechat.worker.placement import (
     DEFAULT_GPU_MEMORY_FRACTION,
     InsufficientGpuMemory,
@@ -12,7 +14,6 @@ from kubechat.worker.placement import (
     parse_memory,
     plan_placement,
 )
-from transformers import AutoModelForCausalLM, LlamaConfig
 
 GIB = 2**30
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import transformers.dynamic_module_utils
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
 from kubechat.worker.templates import (
     FALLBACK_TEMPLATE,
     VICUNA_SYSTEM,
     available_templates,
     resolve_template,
 )
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
@@ -205,3 +207,21 @@ def test_a_tokenizer_template_that_refuses_the_messages_raises_value_error():
     template = resolve_template(None, tokenizer, None)
     with pytest.raises(ValueError, match="must start with the user"):
         template.encode([{"role": "assistant", "content": "K2."}])
+
+
+def test_prompt_ids_match_the_demo_models_own_chat(request, tmp_path, monkeypatch):
+    """The worker builds the same prompt as the Baichuan-layout demo model's ``chat()``."""
+    try:
+        demo_model_dir = request.getfixturevalue("demo_model_dir")
+    except pytest.FixtureLookupError:
+        pytest.skip("the demo_model_dir fixture (tests/conftest.py) has not landed yet")
+    from kubechat.worker.loading import LoadOptions, load_model
+
+    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path))
+    loaded = load_model(LoadOptions(str(demo_model_dir), trust_remote_code=True))
+    template = resolve_template(None, loaded.tokenizer, loaded.generation_config)
+    assert template.name == "baichuan"
+    seed = [{"role": "user", "content": "Which mountain is the second highest one in the world?"}]
+    for messages in (seed, CHAT):
+        own = loaded.model.build_chat_input(loaded.tokenizer, messages)[0].tolist()
+        assert template.encode(messages) == own
