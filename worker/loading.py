@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from kubechat.worker.placement import (
     InsufficientGpuMemory,
     PlacementError,
