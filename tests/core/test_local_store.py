@@ -62,6 +62,7 @@ def test_a_reader_never_sees_a_partial_record(tmp_path, make_record):
             writer.publish(make_record("w0", models=big, in_flight=i % 7))
             i += 1
 
+    writer.publish(make_record("w0", models=big))  # the record exists before reads start
     thread = threading.Thread(target=write)
     thread.start()
     seen = []
