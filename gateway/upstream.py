@@ -152,7 +152,12 @@ class Upstream:
         request = self.client.build_request(
             "POST", worker.address.rstrip("/") + path, content=body, headers=headers
         )
-        response = await self.client.send(request, stream=True)
+        sending = self.client.send(request, stream=True)
+        # A stream must show signs of life quickly (headers, then its first chunk); a complete
+        # answer may take as long as generation does (bounded by the client's read timeout).
+        budget = self.policy.first_chunk_timeout if stream else None
+        t0 = time.monotonic()
+        response = await asyncio.wait_for(sending, budget)
         self.metrics.upstream_latency.labels(model).observe(time.perf_counter() - started)
         out_headers = _forward_headers(response.headers)
         out_headers["x-kubechat-worker"] = worker.name
@@ -165,7 +170,8 @@ class Upstream:
             return Buffered(response.status_code, data, out_headers)
         chunks = response.aiter_raw()
         try:
-            first = await asyncio.wait_for(anext(chunks, b""), self.policy.first_chunk_timeout)
+            left = max(0.05, self.policy.first_chunk_timeout - (time.monotonic() - t0))
+            first = await asyncio.wait_for(anext(chunks, b""), left)
         except BaseException:
             await response.aclose()
             done()

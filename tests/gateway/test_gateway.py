@@ -1,0 +1,180 @@
+"""The gateway over scripted workers: routing, retries before the first byte, failures after it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kubechat.discovery.live import LiveView
+from kubechat.discovery.local_store import LocalLeaseStore
+from kubechat.discovery.records import WorkerRecord
+from kubechat.gateway.app import GatewayConfig, create_app
+from kubechat.gateway.upstream import RetryPolicy
+from kubechat.routing import Router
+
+from .stub_workers import serve, stub_app
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def record(name: str, url: str, **kw) -> WorkerRecord:
+    return WorkerRecord(
+        name=name,
+        deployment="d",
+        models=("m",),
+        address=url,
+        ready=True,
+        draining=False,
+        in_flight=0,
+        queued=0,
+        capacity=4,
+        renew_time=time.time() + 3600,
+        lease_duration=6.0,
+        **kw,
+    )
+
+
+@contextlib.contextmanager
+def gateway(
+    tmp_path: Path, workers: dict[str, str], config: GatewayConfig | None = None
+) -> Iterator[str]:
+    store = LocalLeaseStore(tmp_path / "leases")
+    for name, behaviour in workers.items():
+        app = stub_app(behaviour, name)
+        stack = contextlib.ExitStack()
+        url = stack.enter_context(serve(app))
+        store.publish(record(name, url))
+        gateway.stacks.append((stack, app, name))
+    view = LiveView(store)
+    app = create_app(view, Router(view), config or GatewayConfig())
+    with serve(app) as url:
+        yield url
+    for stack, _, _ in gateway.stacks:
+        stack.close()
+    gateway.stacks.clear()
+
+
+gateway.stacks = []
+
+
+def hits(name: str) -> int:
+    return next(app.state.hits for _, app, n in gateway.stacks if n == name)
+
+
+@pytest.mark.parametrize("bad", ["busy", "draining"])
+def test_429_and_503_are_retried_on_another_worker(tmp_path: Path, bad: str) -> None:
+    with gateway(tmp_path, {"a-bad": bad, "b-ok": "ok"}) as url:
+        for _ in range(6):
+            r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+            assert r.status_code == 200
+            assert r.json()["choices"][0]["message"]["content"] == "from b-ok"
+        text = httpx.get(f"{url}/metrics").text
+        assert (
+            f'kubechat_gateway_retries_total{{model="m",reason="{429 if bad == "busy" else 503}"}}'
+            in text
+        )
+
+
+def test_connection_refused_is_retried(tmp_path: Path) -> None:
+    store = LocalLeaseStore(tmp_path / "leases")
+    store.publish(record("dead", "http://127.0.0.1:9"))  # nothing listens on port 9
+    with serve(stub_app("ok", "alive")) as alive:
+        store.publish(record("alive", alive))
+        view = LiveView(store)
+        with serve(create_app(view, Router(view))) as url:
+            for _ in range(4):
+                r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+                assert r.status_code == 200
+                assert r.headers["x-kubechat-worker"] == "alive"
+
+
+def test_all_workers_busy_passes_the_429_through(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"a": "busy", "b": "busy"}) as url:
+        r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+        assert r.status_code == 429
+        assert r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_hanging_stream_is_retried_after_the_first_chunk_timeout(tmp_path: Path) -> None:
+    config = GatewayConfig(retry=RetryPolicy(attempts=3, deadline=10, first_chunk_timeout=0.5))
+    with gateway(tmp_path, {"a-hang": "hang", "b-ok": "ok"}, config) as url:
+        started = time.monotonic()
+        for _ in range(2):
+            with httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+            ) as r:
+                text = "".join(r.iter_text())
+            assert r.status_code == 200
+            assert "b-ok" in text
+        assert time.monotonic() - started < 5
+
+
+def test_a_stream_that_dies_midway_ends_with_an_error_event(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"only": "die_mid_stream"}) as url:
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+        ) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert r.status_code == 200
+        assert json.loads(lines[0][6:])["choices"][0]["delta"]["content"] == "from"
+        error = json.loads(lines[-2][6:])
+        assert error["error"]["code"] == "upstream_failed"
+        assert lines[-1] == "data: [DONE]"
+        assert hits("only") == 1  # not retried: the client already had bytes
+
+
+def test_streams_are_not_buffered(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"slow": "slow_stream"}) as url:
+        arrivals = []
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append(time.monotonic())
+        assert len(arrivals) == 3
+        assert arrivals[1] - arrivals[0] > 0.2 and arrivals[2] - arrivals[1] > 0.2
+
+
+def test_least_in_flight_spreads_concurrent_requests(tmp_path: Path) -> None:
+    with (
+        gateway(tmp_path, {"a": "slow_stream", "b": "slow_stream"}) as url,
+        httpx.Client(timeout=10) as client,
+    ):
+        streams = [
+            client.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True})
+            for _ in range(4)
+        ]
+        opened = [s.__enter__() for s in streams]
+        served = sorted(r.headers["x-kubechat-worker"] for r in opened)
+        for s in streams:
+            s.__exit__(None, None, None)
+    assert served == ["a", "a", "b", "b"]
+
+
+def test_body_limit_is_413(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(max_body_bytes=1000)) as url:
+        big = {**BODY, "messages": [{"role": "user", "content": "x" * 2000}]}
+        r = httpx.post(f"{url}/v1/chat/completions", json=big)
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "request_too_large"
+        assert hits("a") == 0
+
+
+def test_metrics_can_require_a_key(tmp_path: Path) -> None:
+    config = GatewayConfig(api_keys=["k1", "k2"], protect_metrics=True)
+    with gateway(tmp_path, {"a": "ok"}, config) as url:
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert (
+            httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer k2"}).status_code == 200
+        )
+        assert httpx.get(f"{url}/health").status_code == 200
+        r = httpx.post(f"{url}/v1/chat/completions", json=BODY, headers={"x-api-key": "k1"})
+        assert r.status_code == 200
