@@ -1,0 +1,320 @@
+"""A Kubernetes API server for tests: kmock's ``KubernetesEmulator`` made good enough for kopf,
+the official ``kubernetes`` client and real ``kubectl``.
+
+kmock 0.8 (pinned: this relies on its internals) gives the object array (``emulator.objects``),
+the bundled discovery of built-in resources and the aiohttp handler protocol. Requests on object
+paths (``/api/v1/...``, ``/apis/G/V/...``) are served here rather than by kmock's own emulation,
+with the semantics of :mod:`kube_store`; discovery, ``/version`` and anything declared with the
+kmock DSL still go through kmock (discovery with the fixes of :mod:`kube_discovery`).
+
+Served: get, list and watch (label and field selectors, resourceVersion-aware watches with
+``timeoutSeconds``), create (201), replace, merge/strategic/JSON patch, delete and
+delete-collection, ``dryRun``, the ``status`` and ``scale`` subresources, Table output for
+``kubectl get`` (CRD printer columns), CRDs served once created (or :meth:`register_crd`).
+Not served: pagination (lists come whole), schema validation, admission, RBAC, server-side
+apply, ``logs``/``exec``/``portforward``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import importlib.resources
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+
+from tests.support import kube_crds, kube_tables, kube_watch
+from tests.support.kube_discovery import DiscoveryMixin
+from tests.support.kube_patches import (
+    APPLY_PATCH,
+    STRATEGIC_PATCH,
+    PatchError,
+    PatchTestFailed,
+    apply_patch,
+)
+from tests.support.kube_scale import scale_of, write_scale
+from tests.support.kube_selectors import SelectorError, object_selector
+from tests.support.kube_store import NAMESPACES, ApiError, Key, KubeStore, now_rfc3339
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiPath:
+    """An object path of the API: ``/api/v1/namespaces/NS/pods/NAME/status`` and the like."""
+
+    group: str
+    version: str
+    plural: str
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+
+    @property
+    def resource(self) -> kmock.resource:
+        return kmock.resource(self.group, self.version, self.plural)
+
+    @property
+    def key(self) -> Key:
+        return (self.resource, self.namespace, self.name or "")
+
+
+def parse_api_path(path: str) -> ApiPath | None:
+    """Parse an object path; None for discovery and other paths (``/api``, ``/apis/G/V``)."""
+    parts = [part for part in path.split("/") if part]
+    if len(parts) >= 3 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 4 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if len(rest) > 3:
+        return None
+    plural, name, subresource = [*rest, None, None][:3]
+    return ApiPath(group, version, plural, namespace, name, subresource)
+
+
+@functools.cache
+def _bundled_resources() -> bytes:
+    """kmock's bundled discovery of built-in resources (what ``load_bundled`` reads)."""
+    packed = importlib.resources.files("kmock._internal").joinpath("resources.json.gz")
+    return gzip.decompress(packed.read_bytes())
+
+
+@attrs.define(kw_only=True)
+class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
+    """The emulated API server, an aiohttp handler (serve it with :mod:`kube_server`).
+
+    State changes only on the event loop that serves it: from other threads, go through HTTP
+    or ``asyncio.run_coroutine_threadsafe`` (see ``RunningEmulator.call``).
+    """
+
+    namespaces: tuple[str, ...] = ("default",)
+    store: KubeStore = attrs.field(init=False)
+    #: (method, path?query, status) of the last API requests (watches: once they end).
+    api_log: deque[tuple[str, str, int]] = attrs.field(
+        init=False, factory=lambda: deque(maxlen=5000)
+    )
+    #: path?query of the watch requests being streamed right now.
+    open_watches: list[str] = attrs.field(init=False, factory=list)
+    _stopping: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.resources.load_data(_bundled_resources())
+        self.store = KubeStore(self.resources, self.objects)
+        self.store.before_store.append(self._accept_crd)
+        self.store.after_store.append(self._serve_stored_crd)
+        self.store.after_remove.append(self._drop_removed_crd)
+        for namespace in self.namespaces:
+            self.store.create(NAMESPACES, None, {"metadata": {"name": namespace}})
+
+    def register_crd(self, source: str | Path | dict[str, Any]) -> list[kmock.resource]:
+        """Store a CRD (a dict, YAML text or a YAML file) and serve its resources at once."""
+        crd = kube_crds.load_crd(source)
+        key = (kube_crds.CRD_RESOURCE, None, crd["metadata"]["name"])
+        if self.store.get(key) is None:
+            self.store.create(kube_crds.CRD_RESOURCE, None, crd)
+        else:
+            self.store.update(key, lambda current: {**crd, "metadata": current["metadata"]})
+        return [served.resource for served in kube_crds.served_versions(crd)]
+
+    def stop_watches(self) -> None:
+        """End every open watch stream (before the server shuts down)."""
+        self._stopping = True
+        self.store.changed.set()
+
+    # --- CRDs: served while stored ----------------------------------------------------------
+
+    def _accept_crd(self, key: Key, obj: dict[str, Any]) -> None:
+        if key[0] == kube_crds.CRD_RESOURCE and not (obj.get("status") or {}).get("conditions"):
+            obj["status"] = kube_crds.accepted_status(obj, now_rfc3339())
+
+    def _serve_stored_crd(self, key: Key, obj: dict[str, Any]) -> None:
+        if key[0] != kube_crds.CRD_RESOURCE:
+            return
+        self._unserve_crd(obj)
+        for served in kube_crds.served_versions(obj):
+            self.resources[served.resource] = served.info
+            self.store.crds[served.resource] = served
+
+    def _drop_removed_crd(self, key: Key, obj: dict[str, Any]) -> None:
+        if key[0] == kube_crds.CRD_RESOURCE:
+            for resource in self._unserve_crd(obj, delete_objects=True):
+                del self.resources[resource]
+
+    def _unserve_crd(self, crd: dict[str, Any], delete_objects: bool = False) -> list[Any]:
+        group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+        resources = [r for r in self.store.crds if (r.group, r.plural) == (group, plural)]
+        for resource in resources:
+            for item_key, _ in list(self.store.items(resource)) if delete_objects else []:
+                self.store.delete(item_key)
+            del self.store.crds[resource]
+        return resources
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        target = parse_api_path(raw.path)
+        if target is None:
+            return await super().__call__(raw)
+        try:
+            response = await self._serve(raw, target)
+        except ApiError as exc:
+            response = _error(exc)
+        except SelectorError as exc:
+            response = _error(ApiError(400, "BadRequest", str(exc)))
+        except PatchTestFailed as exc:
+            response = _error(ApiError(422, "Invalid", f"the test operation failed: {exc}"))
+        except PatchError as exc:
+            response = _error(ApiError(422, "Invalid", str(exc)))
+        self.api_log.append((raw.method, raw.path_qs, response.status))
+        return response
+
+    async def _serve(self, raw: aiohttp.web.BaseRequest, target: ApiPath) -> Any:
+        store, resource, key = self.store, target.resource, target.key
+        if target.namespace is not None and not store.info(resource).namespaced:
+            raise ApiError(404, "NotFound", f"{resource.plural} are not namespaced")
+        params, method, sub = raw.query, raw.method, target.subresource
+        data = _json_body(await raw.read())
+        dry_run = "dryRun" in params
+        if method == "GET" and params.get("watch") in ("true", "1"):
+            return await self._serve_watch(raw, target)
+        if method == "GET" and target.name is None:
+            objects = [obj for _, obj in self._selected(raw, target)]
+            return self._objects_response(raw, resource, objects, single=False)
+        if method == "GET" and sub == "scale":
+            return aiohttp.web.json_response(scale_of(store, key, store.require(key)))
+        if method == "GET" and sub in (None, "status"):
+            return self._objects_response(raw, resource, [store.require(key)], single=True)
+        if method == "POST" and target.name is None:
+            created = store.create(resource, target.namespace, data, dry_run=dry_run)
+            return aiohttp.web.json_response(created, status=201)
+        if method in ("PUT", "PATCH") and target.name and sub == "scale":
+            if method == "PATCH":
+                current = scale_of(store, key, store.require(key))
+                data = apply_patch(current, data, raw.headers.get("Content-Type", ""))
+            return aiohttp.web.json_response(write_scale(store, key, data, dry_run=dry_run))
+        if method in ("PUT", "PATCH") and target.name and sub in (None, "status"):
+            if method == "PUT":
+                mutate = lambda _current: data  # noqa: E731
+            else:
+                content_type = self._patch_type(raw, resource)
+                mutate = lambda current: apply_patch(current, data, content_type)  # noqa: E731
+            updated = store.update(key, mutate, subresource=sub, dry_run=dry_run)
+            return aiohttp.web.json_response(updated)
+        if method == "DELETE" and target.name and sub is None:
+            obj, gone = store.delete(key, _delete_options(params, data), dry_run=dry_run)
+            return aiohttp.web.json_response(obj, status=200 if gone else 202)
+        if method == "DELETE" and target.name is None:
+            for item_key, _ in self._selected(raw, target):
+                if store.get(item_key) is not None:  # a cascade may have taken it already
+                    store.delete(item_key, _delete_options(params, data), dry_run=dry_run)
+            return aiohttp.web.json_response(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+            )
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw.path}")
+
+    def _patch_type(self, raw: aiohttp.web.BaseRequest, resource: kmock.resource) -> str:
+        """The patch content type, refused (415) where a real API server refuses it."""
+        content_type = raw.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type == APPLY_PATCH:
+            raise ApiError(415, "UnsupportedMediaType", "server-side apply is not emulated")
+        if content_type == STRATEGIC_PATCH and resource in self.store.crds:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json-patch+json, application/merge-patch+json",
+            )
+        return content_type
+
+    def _selected(
+        self, raw: aiohttp.web.BaseRequest, target: ApiPath
+    ) -> list[tuple[Key, dict[str, Any]]]:
+        predicate = object_selector(raw.query.get("labelSelector"), raw.query.get("fieldSelector"))
+        items = self.store.items(target.resource, target.namespace)
+        return [(key, obj) for key, obj in items if predicate(obj)]
+
+    def _objects_response(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        resource: kmock.resource,
+        objects: list[dict[str, Any]],
+        *,
+        single: bool,
+    ) -> aiohttp.web.Response:
+        if kube_tables.wants_table(raw.headers.get("Accept", "")):
+            return aiohttp.web.json_response(self._table(raw, resource, objects))
+        if single:
+            return aiohttp.web.json_response(objects[0])
+        return aiohttp.web.json_response(
+            {
+                "apiVersion": self.store.api_version(resource),
+                "kind": f"{self.store.info(resource).kind}List",
+                "metadata": {"resourceVersion": str(self.store.rv)},
+                "items": objects,
+            }
+        )
+
+    def _table(
+        self, raw: aiohttp.web.BaseRequest, resource: kmock.resource, objects: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        served = self.store.crds.get(resource)
+        return kube_tables.table(
+            objects,
+            served.columns if served is not None else None,
+            plural=resource.plural,
+            resource_version=str(self.store.rv),
+            include_object=raw.query.get("includeObject", "Metadata"),
+        )
+
+    async def _serve_watch(
+        self, raw: aiohttp.web.BaseRequest, target: ApiPath
+    ) -> aiohttp.web.StreamResponse:
+        watch = kube_watch.plan_watch(
+            self.store, target.resource, target.namespace, target.name, raw.query
+        )
+        if kube_tables.wants_table(raw.headers.get("Accept", "")):
+            render = lambda obj: self._table(raw, target.resource, [obj])  # noqa: E731
+        else:
+            render = lambda obj: obj  # noqa: E731
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": kube_watch.CONTENT_TYPE})
+        await response.prepare(raw)
+        self.open_watches.append(raw.path_qs)
+        try:
+            await kube_watch.stream_watch(
+                self.store, watch, response, render, lambda: self._stopping
+            )
+        finally:
+            self.open_watches.remove(raw.path_qs)
+        return response
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"the body is not JSON: {exc}") from exc
+
+
+def _delete_options(params: Any, body: Any) -> dict[str, Any]:
+    """DeleteOptions from the body, overridden by query parameters (as kubectl sends them)."""
+    options = dict(body) if isinstance(body, dict) else {}
+    if "gracePeriodSeconds" in params:
+        options["gracePeriodSeconds"] = int(params["gracePeriodSeconds"])
+    if "propagationPolicy" in params:
+        options["propagationPolicy"] = params["propagationPolicy"]
+    return options
+
+
+def _error(error: ApiError) -> aiohttp.web.Response:
+    return aiohttp.web.json_response(error.status(), status=error.code)
