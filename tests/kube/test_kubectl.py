@@ -147,3 +147,18 @@ def test_get_watch_prints_events_as_they_happen(cluster):
         output, errors = watcher.communicate(timeout=10)
     events = [line.split()[:3] for line in output.strip().splitlines()[1:]]
     assert events == [["ADDED", "w", "1"], ["MODIFIED", "w", "2"], ["DELETED", "w", "2"]], errors
+
+
+@pytest.mark.skipif(not PROJECT_CRD.exists(), reason="crds/modeldeployment.yaml not written yet")
+def test_explain_reads_the_crd_schema(cluster):
+    crd = yaml.safe_load(PROJECT_CRD.read_text())
+    kubectl(cluster, "apply", "--validate=false", "-f", str(PROJECT_CRD))
+    version = next(v for v in crd["spec"]["versions"] if v.get("served"))
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    explained = kubectl(cluster, "explain", "md.spec")
+
+    assert f"KIND:       {crd['spec']['names']['kind']}" in explained
+    assert " ".join(spec_schema["description"].split()) in " ".join(explained.split())
+    for field in spec_schema.get("properties", {}):
+        assert f"  {field}\t<" in explained

@@ -30,6 +30,7 @@ class ServedVersion:
     info: kmock.ResourceInfo
     columns: list[dict[str, Any]] | None
     scale: ScalePaths | None
+    schema: dict[str, Any] | None = None  # openAPIV3Schema, for /openapi/v3 (kubectl explain)
 
 
 def load_crd(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +77,9 @@ def served_versions(crd: dict[str, Any]) -> list[ServedVersion]:
                     spec_replicas=scale["specReplicasPath"],
                     status_replicas=scale["statusReplicasPath"],
                     label_selector=scale.get("labelSelectorPath"),
+                ),
+                schema=(version.get("schema") or spec.get("validation") or {}).get(
+                    "openAPIV3Schema"
                 ),
             )
         )

@@ -30,7 +30,7 @@ import aiohttp.web
 import attrs
 import kmock
 
-from tests.support import kube_crds, kube_tables, kube_watch
+from tests.support import kube_crds, kube_openapi, kube_tables, kube_watch
 from tests.support.kube_discovery import DiscoveryMixin
 from tests.support.kube_patches import (
     APPLY_PATCH,
@@ -163,6 +163,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
     # --- HTTP -------------------------------------------------------------------------------
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw.path.startswith("/openapi/v3"):
+            return self._serve_openapi(raw.path.removeprefix("/openapi/v3").strip("/"))
         target = parse_api_path(raw.path)
         if target is None:
             return await super().__call__(raw)
@@ -184,6 +186,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         if target.namespace is not None and not store.info(resource).namespaced:
             raise ApiError(404, "NotFound", f"{resource.plural} are not namespaced")
         params, method, sub = raw.query, raw.method, target.subresource
+        if sub is not None and sub not in store.info(resource).subresources:
+            raise ApiError(404, "NotFound", f"{resource.plural} have no {sub} subresource")
         data = _json_body(await raw.read())
         dry_run = "dryRun" in params
         if method == "GET" and params.get("watch") in ("true", "1"):
@@ -222,6 +226,15 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
             )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {raw.path}")
+
+    def _serve_openapi(self, path: str) -> aiohttp.web.Response:
+        """``/openapi/v3`` (the index) and ``/openapi/v3/apis/G/V`` for the served CRDs."""
+        docs = kube_openapi.documents(self.store.crds.values())
+        if not path:
+            return aiohttp.web.json_response(kube_openapi.root(docs))
+        if path in docs:
+            return aiohttp.web.json_response(docs[path])
+        return _error(ApiError(404, "NotFound", f"no OpenAPI document for {path}"))
 
     def _patch_type(self, raw: aiohttp.web.BaseRequest, resource: kmock.resource) -> str:
         """The patch content type, refused (415) where a real API server refuses it."""

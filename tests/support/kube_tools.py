@@ -49,18 +49,20 @@ def run_kubectl(
 ) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the cluster in ``kubeconfig`` and capture its text output.
 
-    The discovery cache goes next to the kubeconfig, so runs never share a stale cache.
-    With ``check``, a non-zero exit raises an AssertionError showing stdout and stderr.
+    Every run gets a fresh discovery cache: resources registered a moment ago (a CRD just
+    applied) are always found. With ``check``, a non-zero exit raises an AssertionError
+    showing stdout and stderr.
     """
-    command = [
-        str(ensure_kubectl()),
-        f"--kubeconfig={kubeconfig}",
-        f"--cache-dir={Path(kubeconfig).parent / 'kubectl-cache'}",
-        *args,
-    ]
-    result = subprocess.run(
-        command, input=input, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="kubectl-cache-") as cache:
+        command = [
+            str(ensure_kubectl()),
+            f"--kubeconfig={kubeconfig}",
+            f"--cache-dir={cache}",
+            *args,
+        ]
+        result = subprocess.run(
+            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
     if check and result.returncode != 0:
         raise AssertionError(
             f"kubectl {' '.join(args)} exited {result.returncode}\n"
