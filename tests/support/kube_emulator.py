@@ -30,7 +30,7 @@ import aiohttp.web
 import attrs
 import kmock
 
-from tests.support import kube_crds, kube_openapi, kube_tables, kube_watch
+from tests.support import kube_crds, kube_openapi, kube_schema, kube_tables, kube_watch
 from tests.support.kube_discovery import DiscoveryMixin
 from tests.support.kube_patches import (
     APPLY_PATCH,
@@ -98,6 +98,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
     """
 
     namespaces: tuple[str, ...] = ("default",)
+    #: Refuse custom resources that break their CRD's schema (422), as the API server does.
+    validate: bool = True
     store: KubeStore = attrs.field(init=False)
     #: (method, path?query, status) of the last API requests (watches: once they end).
     api_log: deque[tuple[str, str, int]] = attrs.field(
@@ -111,7 +113,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self.resources.load_data(_bundled_resources())
         self.store = KubeStore(self.resources, self.objects)
-        self.store.before_store.append(self._accept_crd)
+        self.store.admit.append(self._accept_crd)
+        self.store.admit.append(self._admit_custom_resource)
         self.store.after_store.append(self._serve_stored_crd)
         self.store.after_remove.append(self._drop_removed_crd)
         for namespace in self.namespaces:
@@ -137,6 +140,25 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
     def _accept_crd(self, key: Key, obj: dict[str, Any]) -> None:
         if key[0] == kube_crds.CRD_RESOURCE and not (obj.get("status") or {}).get("conditions"):
             obj["status"] = kube_crds.accepted_status(obj, now_rfc3339())
+
+    def _admit_custom_resource(self, key: Key, obj: dict[str, Any]) -> None:
+        """Prune, default and validate a custom resource against its CRD's schema."""
+        served = self.store.crds.get(key[0])
+        if served is None or not served.schema:
+            return
+        pruned = dict(kube_schema.prune(obj, served.schema, root=True))  # may be obj itself
+        obj.clear()
+        obj.update(kube_schema.apply_defaults(pruned, served.schema))
+        errors = kube_schema.validation_errors(obj, served.schema) if self.validate else []
+        if errors:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{served.info.kind}.{key[0].group} "{key[2]}" is invalid: ' + "; ".join(errors),
+                name=key[2],
+                kind=served.info.kind,
+                causes=[{"reason": "FieldValueInvalid", "message": error} for error in errors],
+            )
 
     def _serve_stored_crd(self, key: Key, obj: dict[str, Any]) -> None:
         if key[0] != kube_crds.CRD_RESOURCE:

@@ -116,12 +116,14 @@ def running_emulator(
     crds: Iterable[str | Path | dict[str, Any]] = (),
     namespaces: Iterable[str] = ("default",),
     directory: Path | None = None,
+    validate: bool = True,
 ) -> Iterator[RunningEmulator]:
     """Run an emulator on a free 127.0.0.1 port in a background thread with its own loop.
 
     Yields ``(base_url, kubeconfig_path)`` (a :class:`RunningEmulator`); the kubeconfig is
-    written into ``directory`` (a temporary one by default). Stops the server and joins the
-    thread on exit.
+    written into ``directory`` (a temporary one by default). ``validate=False`` stores custom
+    resources that break their CRD's schema (still pruned and defaulted). Stops the server and
+    joins the thread on exit.
     """
     started: concurrent.futures.Future[RunningEmulator] = concurrent.futures.Future()
     crds, namespaces = list(crds), tuple(namespaces)
@@ -132,7 +134,7 @@ def running_emulator(
         async def serve() -> None:
             stopped = asyncio.Event()
             stop.append(stopped)
-            emulator = KubeEmulator(namespaces=namespaces)
+            emulator = KubeEmulator(namespaces=namespaces, validate=validate)
             for crd in crds:
                 emulator.register_crd(crd)
             async with serve_emulator(emulator) as (_, base_url):

@@ -104,9 +104,10 @@ class KubeStore:
         self.changed = asyncio.Event()
         self._trimmed = 0  # events dropped from the head of the log
         self._uids: dict[str, Key] = {}
-        # Hooks for resource-specific behaviour (CRDs): may edit an object about to be stored,
-        # and hear about stored and removed objects.
-        self.before_store: list[Callable[[Key, dict[str, Any]], None]] = []
+        # Hooks for resource-specific behaviour (CRDs). Admission may edit an object about to be
+        # written (before no-op and generation checks) or refuse it with an ApiError; the others
+        # hear about stored and removed objects.
+        self.admit: list[Callable[[Key, dict[str, Any]], None]] = []
         self.after_store: list[Callable[[Key, dict[str, Any]], None]] = []
         self.after_remove: list[Callable[[Key, dict[str, Any]], None]] = []
 
@@ -197,6 +198,8 @@ class KubeStore:
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif resource == NAMESPACES:
             obj["status"] = {"phase": "Active"}
+        for hook in self.admit:
+            hook(key, obj)
         if dry_run:
             return obj
         self._commit("ADDED", key, None, obj)
@@ -245,6 +248,8 @@ class KubeStore:
                 old_finalizers = current["metadata"].get("finalizers") or []
                 kept = [f for f in meta.get("finalizers") or [] if f in old_finalizers]
                 _put(meta, "finalizers", kept or None)
+        for hook in self.admit:
+            hook(key, new)
         if _spec_of(new, has_status) != _spec_of(current, has_status):
             new["metadata"]["generation"] = int(current["metadata"].get("generation") or 0) + 1
         if new == current or dry_run:
@@ -330,8 +335,6 @@ class KubeStore:
         return int((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
 
     def _commit(self, kind: str, key: Key, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        for hook in self.before_store:
-            hook(key, new)
         self.rv += 1
         new["metadata"]["resourceVersion"] = str(self.rv)
         if key in self.objects:
