@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,13 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubechat.aio import until_disconnect
+from kubechat.asgi_limits import BodyLimit, http_error
 from kubechat.discovery.live import LiveView
-from kubechat.openai_errors import OpenAIError, bad_request, model_not_found
+from kubechat.openai_errors import OpenAIError, model_not_found, validation_error
+from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
 
 from .auth import KeyChecker
@@ -79,9 +82,28 @@ def create_app(
 
     app = FastAPI(title="kubechat gateway", version="0.1.0", lifespan=lifespan)
 
+    def count_error(request: Request, status: int) -> None:
+        endpoint = ENDPOINTS.get(request.url.path)
+        if endpoint is not None:
+            model = getattr(request.state, "model", "-")
+            metrics.requests.labels(model, endpoint, str(status)).inc()
+
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        count_error(request, exc.status)
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = http_error(exc)
+        count_error(request, err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(exc.errors())
+        count_error(request, err.status)
+        return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -90,6 +112,7 @@ def create_app(
         return JSONResponse(err.body(), status_code=500)
 
     def authenticate(request: Request) -> None:
+        """Dependency of every endpoint but health (and metrics unless protected)."""
         if not keys.allows({k.lower(): v for k, v in request.headers.items()}):
             raise OpenAIError(
                 401,
@@ -122,31 +145,35 @@ def create_app(
             ],
         }
 
-    async def proxy(request: Request) -> Response:
+    @app.post("/v1/chat/completions", response_model=None, dependencies=[Depends(authenticate)])
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+        """OpenAI chat completions, routed to a live worker serving ``model``."""
+        return await proxy(request, body.model, body.stream)
+
+    @app.post("/v1/completions", response_model=None, dependencies=[Depends(authenticate)])
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        """OpenAI completions, routed to a live worker serving ``model``."""
+        return await proxy(request, body.model, body.stream)
+
+    async def proxy(request: Request, model: str, stream: bool) -> Response:
+        endpoint = ENDPOINTS[request.url.path]
         path = request.url.path
-        endpoint = ENDPOINTS[path]
         started = time.perf_counter()
-        model = "-"
-        try:
-            authenticate(request)
-            body = await _read_body(request, config.max_body_bytes)
-            model, stream = _model_and_stream(body)
-            _check_known(view, model)
-            headers = {k: v for k, v in request.headers.items() if k.lower() in _PASS_HEADERS}
-            send = state["upstream"].send(
-                model=model,
-                path=path,
-                body=body,
-                headers=headers,
-                stream=stream,
-                pick=lambda excluded: router.pick(model, exclude=excluded),
-                track=lambda worker: router.track(worker).release,
-            )
-            result = send if stream else until_disconnect(send, request.is_disconnected)
-            result = await result
-        except OpenAIError as exc:
-            metrics.requests.labels(model, endpoint, str(exc.status)).inc()
-            raise
+        request.state.model = model
+        body = await request.body()  # the raw bytes, passed on unchanged (vendor extras too)
+        _check_known(view, model)
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _PASS_HEADERS}
+        send = state["upstream"].send(
+            model=model,
+            path=path,
+            body=body,
+            headers=headers,
+            stream=stream,
+            pick=lambda excluded: router.pick(model, exclude=excluded),
+            track=lambda worker: router.track(worker).release,
+        )
+        result = send if stream else until_disconnect(send, request.is_disconnected)
+        result = await result
         if result is None:  # the client went away before the answer
             metrics.requests.labels(model, endpoint, "499").inc()
             return Response(status_code=499)
@@ -171,45 +198,9 @@ def create_app(
             media_type=result.headers.get("content-type", "text/event-stream"),
         )
 
-    for path in ENDPOINTS:
-        app.add_api_route(path, proxy, methods=["POST"], response_model=None)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.state.metrics = metrics
     return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise OpenAIError(
-            413, f"request body is larger than the limit of {limit} bytes", code="request_too_large"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise OpenAIError(
-                413,
-                f"request body is larger than the limit of {limit} bytes",
-                code="request_too_large",
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _model_and_stream(body: bytes) -> tuple[str, bool]:
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise bad_request("request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model: a model name is required", param="model")
-    stream = data.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("stream: must be true or false", param="stream")
-    return model, stream
 
 
 def _check_known(view: LiveView, model: str) -> None:

@@ -86,3 +86,20 @@ def unavailable(message: str, retry_after: float = 2.0, code: str | None = None)
     return OpenAIError(
         503, message, code=code, headers={"Retry-After": str(max(1, round(retry_after)))}
     )
+
+
+def validation_error(errors: list[dict]) -> OpenAIError:
+    """A 400 naming the first invalid field, from pydantic's (or FastAPI's) ``errors()`` list."""
+    if not errors:
+        return OpenAIError(400, "invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return OpenAIError(400, f"request body is not valid JSON: {first.get('msg')}")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid value")
+    if param:
+        msg = f"{param}: {msg}"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return OpenAIError(400, msg, param=param)

@@ -10,11 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubechat.aio import until_disconnect
-from kubechat.openai_errors import OpenAIError, unavailable
+from kubechat.asgi_limits import BodyLimit, http_error
+from kubechat.openai_errors import OpenAIError, unavailable, validation_error
+from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
 
-from .protocol import ChatCompletionRequest, CompletionRequest, model_list
 from .serving import Serving
 from .state import WorkerState
 
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def create_app(state: WorkerState) -> FastAPI:
+def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
     """Build the FastAPI app over a worker state (which may still be loading)."""
     app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.state.worker = state
     metrics = state.metrics
 
@@ -33,9 +36,13 @@ def create_app(state: WorkerState) -> FastAPI:
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error_response(http_error(exc))
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(validation_error(exc))
+        return _error_response(validation_error(exc.errors()))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -117,24 +124,6 @@ def _serving(state: WorkerState) -> Serving:
     if state.serving is None:
         raise unavailable("model is still loading", retry_after=5, code="loading")
     return state.serving
-
-
-def validation_error(exc: RequestValidationError) -> OpenAIError:
-    """A 400 OpenAIError naming the first invalid field."""
-    errors = exc.errors()
-    if not errors:
-        return OpenAIError(400, "invalid request")
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return OpenAIError(400, f"request body is not valid JSON: {first.get('msg')}")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    msg = first.get("msg", "invalid value")
-    if param:
-        msg = f"{param}: {msg}"
-    if len(errors) > 1:
-        msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return OpenAIError(400, msg, param=param)
 
 
 def _error_response(err: OpenAIError) -> JSONResponse:

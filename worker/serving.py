@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubechat.openai_errors import OpenAIError, bad_request, model_not_found
-
-from .admission import Admission, Slot
-from .engine import Engine, EngineError, GenerationRequest, SamplingParams
-from .metrics import WorkerMetrics
-from .protocol import (
+from kubechat.openai_protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     SamplingFields,
     new_id,
     now,
 )
+
+from .admission import Admission, Slot
+from .engine import Engine, EngineError, GenerationRequest, SamplingParams
+from .metrics import WorkerMetrics
 from .text_stream import IncrementalDecoder, StopMatcher
 
 DEFAULT_MAX_TOKENS = 256

@@ -1,6 +1,8 @@
-"""OpenAI request and response types of the worker's API (chat completions, completions, models).
+"""OpenAI request and response types (chat completions, completions, models).
 
-Field bounds follow OpenAI's documented ranges; anything outside them is a 400 naming the field.
+The worker serves them and the gateway checks requests against them before routing, so both
+answer a malformed request with the same 400. Field bounds follow OpenAI's documented ranges;
+anything outside them is a 400 naming the field.
 Sampling fields left unset fall back to the model's generation_config.json defaults.
 """
 

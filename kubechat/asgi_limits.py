@@ -1,0 +1,78 @@
+"""Request limits as plain ASGI middleware, shared by the worker and the gateway.
+
+Plain ASGI (no web framework imports) so that core can hold it: a body over the limit is answered
+413 in OpenAI's error format before any parsing or buffering happens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .openai_errors import OpenAIError
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before anything parses it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLargeError(
+                        f"request body is larger than the limit of {self.limit} bytes"
+                    )
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLargeError:
+            await self._reject(send)
+
+    async def _reject(self, send: Any) -> None:
+        err = OpenAIError(
+            413,
+            f"request body is larger than the limit of {self.limit} bytes",
+            code="request_too_large",
+        )
+        body = json.dumps(err.body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLargeError(Exception):
+    """A chunked body went over the limit while being read."""
+
+
+def http_error(exc: Any) -> OpenAIError:
+    """An OpenAIError for a framework HTTP exception (404 path, 405 method, body read errors)."""
+    if isinstance(exc.__cause__, _TooLargeError):
+        return OpenAIError(413, str(exc.__cause__), code="request_too_large")
+    status = int(getattr(exc, "status_code", 500))
+    detail = getattr(exc, "detail", None) or "error"
+    return OpenAIError(status, str(detail), headers=dict(getattr(exc, "headers", None) or {}))
