@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.retry_attempts < 1:
         raise UsageError("--retry-attempts must be >= 1")
     try:
-        store = open_store(args.lease_store)
+        store = open_store(args.lease_store, reader=True)
         keys = load_keys(args.api_key, args.api_key_file)
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from exc

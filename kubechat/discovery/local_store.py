@@ -38,10 +38,15 @@ class LocalLeaseStore:
         *,
         sweep_after: float | None = 300.0,
         clock: Callable[[], float] = time.time,
+        cache_seconds: float = 0.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.sweep_after = sweep_after
         self.clock = clock
+        # Readers on a hot path (the gateway asks per request) may reuse a snapshot this long;
+        # far below the lease duration, so it never keeps a dead worker routable for longer.
+        self.cache_seconds = cache_seconds
+        self._cached: tuple[float, list[WorkerRecord]] | None = None
         self._warned: set[tuple[str, float]] = set()
 
     def path_for(self, name: str) -> Path:
@@ -77,6 +82,16 @@ class LocalLeaseStore:
 
     def snapshot(self) -> list[WorkerRecord]:
         """Every readable record, sorted by name; broken files are skipped, old ones swept."""
+        if self.cache_seconds > 0:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+                return list(self._cached[1])
+            records = self._scan()
+            self._cached = (now, records)
+            return list(records)
+        return self._scan()
+
+    def _scan(self) -> list[WorkerRecord]:
         if not self.state_dir.is_dir():
             return []
         now = self.clock()

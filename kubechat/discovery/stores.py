@@ -15,15 +15,19 @@ from .local_store import LocalLeaseStore
 STORE_HELP = "where heartbeat leases live: local:DIR, kubernetes[:NAMESPACE] or none"
 
 
-def open_store(spec: str) -> Any:
-    """The store named by ``spec``; raises ValueError with the accepted forms otherwise."""
+def open_store(spec: str, *, reader: bool = False) -> Any:
+    """The store named by ``spec``; raises ValueError with the accepted forms otherwise.
+
+    ``reader``: opened by the gateway or UI, which read it per request (local snapshots are then
+    reused for a fraction of a second instead of re-reading every file each time).
+    """
     kind, _, arg = spec.partition(":")
     if kind == "none":
         return None
     if kind == "local":
         if not arg:
             raise ValueError("local lease store needs a folder: local:DIR")
-        return LocalLeaseStore(os.path.expanduser(arg))
+        return LocalLeaseStore(os.path.expanduser(arg), cache_seconds=0.2 if reader else 0.0)
     if kind == "kubernetes":
         try:
             from .kube_store import KubernetesLeaseStore
