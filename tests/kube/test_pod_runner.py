@@ -187,3 +187,44 @@ def test_garbage_collected_pods_are_stopped(runner, api):
 
     eventually(lambda: not alive(pid), timeout=10)
     eventually(lambda: not core.list_namespaced_pod("default").items, timeout=10)
+
+
+def test_pods_reach_the_api_with_the_kubeconfig_they_are_given(cluster, api, tmp_path):
+    script = (
+        "import os, kubernetes\n"
+        "kubernetes.config.load_kube_config()\n"
+        "name = 'from-' + os.environ['POD_NAME']\n"
+        "kubernetes.client.CoreV1Api().create_namespaced_config_map("
+        "'default', {'metadata': {'name': name}})\n"
+    )
+    pod = {
+        "metadata": {"name": "client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "command": ["python", "-c", script],
+                    "env": [
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    core = CoreV1Api(api)
+    core.create_namespaced_pod("default", pod)
+    with PodRunner(cluster.kubeconfig, "default", log_dir=tmp_path) as runner:
+        phase = eventually(
+            lambda: (
+                core.read_namespaced_pod("client", "default").status.phase
+                in ("Succeeded", "Failed")
+                and core.read_namespaced_pod("client", "default").status.phase
+            )
+        )
+        assert phase == "Succeeded", runner.logs("client")
+    assert core.read_namespaced_config_map("from-client", "default").metadata.name == "from-client"

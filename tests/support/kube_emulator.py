@@ -43,6 +43,8 @@ from tests.support.kube_scale import scale_of, write_scale
 from tests.support.kube_selectors import SelectorError, object_selector
 from tests.support.kube_store import NAMESPACES, ApiError, Key, KubeStore, now_rfc3339
 
+KMOCK_REQUESTS_KEPT = 2000
+
 
 @dataclasses.dataclass(frozen=True)
 class ApiPath:
@@ -189,6 +191,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
             return self._serve_openapi(raw.path.removeprefix("/openapi/v3").strip("/"))
         target = parse_api_path(raw.path)
         if target is None:
+            if len(self._requests) > KMOCK_REQUESTS_KEPT:  # kmock keeps every request it served
+                del self._requests[: KMOCK_REQUESTS_KEPT // 2]
             return await super().__call__(raw)
         try:
             response = await self._serve(raw, target)

@@ -49,20 +49,16 @@ def run_kubectl(
 ) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the cluster in ``kubeconfig`` and capture its text output.
 
-    Every run gets a fresh discovery cache: resources registered a moment ago (a CRD just
-    applied) are always found. With ``check``, a non-zero exit raises an AssertionError
-    showing stdout and stderr.
+    Every run gets a fresh discovery cache next to the kubeconfig (left there: removing it
+    costs more than the run), so resources registered a moment ago (a CRD just applied) are
+    always found. With ``check``, a non-zero exit raises an AssertionError showing stdout and
+    stderr.
     """
-    with tempfile.TemporaryDirectory(prefix="kubectl-cache-") as cache:
-        command = [
-            str(ensure_kubectl()),
-            f"--kubeconfig={kubeconfig}",
-            f"--cache-dir={cache}",
-            *args,
-        ]
-        result = subprocess.run(
-            command, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
+    cache = tempfile.mkdtemp(prefix="kubectl-cache-", dir=Path(kubeconfig).parent)
+    command = [str(ensure_kubectl()), f"--kubeconfig={kubeconfig}", f"--cache-dir={cache}", *args]
+    result = subprocess.run(
+        command, input=input, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"kubectl {' '.join(args)} exited {result.returncode}\n"

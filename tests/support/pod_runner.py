@@ -79,11 +79,15 @@ class _Container:
 
 
 class PodRunner:
-    """Run the Pods of one namespace as local processes; use as a context manager or start/stop."""
+    """Run the Pods of one namespace as local processes; use as a context manager or start/stop.
+
+    ``api`` is the API server: a base URL, an official ``ApiClient``, or the path of a kubeconfig
+    (then also given to every pod as ``$KUBECONFIG``, standing in for in-cluster credentials).
+    """
 
     def __init__(
         self,
-        api: str | kubernetes.client.ApiClient,
+        api: str | Path | kubernetes.client.ApiClient,
         namespace: str = "default",
         *,
         extra_env: Mapping[str, str] | None = None,
@@ -95,12 +99,14 @@ class PodRunner:
         restart_backoff: float = 0.5,
         stop_grace: float = 5.0,
     ) -> None:
-        if isinstance(api, str):
-            configuration = kubernetes.client.Configuration(host=api)
-            api = kubernetes.client.ApiClient(configuration)
+        self.extra_env = dict(extra_env or {})
+        if isinstance(api, Path):  # a kubeconfig: the pods get it too, as their credentials
+            self.extra_env.setdefault("KUBECONFIG", str(api))
+            api = kubernetes.config.new_client_from_config(config_file=str(api))
+        elif isinstance(api, str):
+            api = kubernetes.client.ApiClient(kubernetes.client.Configuration(host=api))
         self.core = kubernetes.client.CoreV1Api(api)
         self.namespace = namespace
-        self.extra_env = dict(extra_env or {})
         self.path_map = dict(path_map or {})
         self.node_name = node_name
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="pod-runner-"))
