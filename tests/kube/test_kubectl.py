@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from tests.kube.common import PROJECT_CRD, eventually
-from tests.support.kube_tools import ensure_kubectl, run_kubectl
+from tests.support.kube_crds import stub_crd
+from tests.support.kube_tools import ensure_helm, ensure_kubectl, run_kubectl
 
 WIDGET = """
 apiVersion: test.kubechat.dev/v1
@@ -162,3 +163,48 @@ def test_explain_reads_the_crd_schema(cluster):
     assert " ".join(spec_schema["description"].split()) in " ".join(explained.split())
     for field in spec_schema.get("properties", {}):
         assert f"  {field}\t<" in explained
+
+
+def test_helm_template_piped_to_kubectl_apply(cluster, tmp_path):
+    helm = str(ensure_helm())
+    subprocess.run([helm, "create", str(tmp_path / "demo")], check=True, capture_output=True)
+    rendered = subprocess.run(
+        [helm, "template", "demo", str(tmp_path / "demo"), "--set", "ingress.enabled=true"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered) if doc}
+
+    applied = kubectl(cluster, "apply", "--validate=false", "-f", "-", stdin=rendered)
+
+    assert applied.count(" created") == len([d for d in yaml.safe_load_all(rendered) if d])
+    assert {"Deployment", "Service", "ServiceAccount", "Ingress"} <= kinds
+    listed = kubectl(cluster, "get", "deploy,svc,sa,ing", "-o", "name")
+    assert "deployment.apps/demo" in listed and "ingress.networking.k8s.io/demo" in listed
+
+
+def test_third_party_kinds_apply_once_stubbed(cluster):
+    servicemonitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "gateway"},
+        "spec": {"endpoints": [{"port": "http"}]},
+    }
+    refused = run_kubectl(
+        cluster.kubeconfig,
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        input=json.dumps(servicemonitor),
+        check=False,
+    )
+    assert refused.returncode != 0 and "ServiceMonitor" in refused.stderr
+
+    cluster.register_crd(stub_crd("monitoring.coreos.com", "v1", "ServiceMonitor"))
+
+    kubectl(cluster, "apply", "--validate=false", "-f", "-", stdin=json.dumps(servicemonitor))
+    assert kubectl(cluster, "get", "servicemonitors", "-o", "name") == (
+        "servicemonitor.monitoring.coreos.com/gateway\n"
+    )

@@ -101,3 +101,33 @@ def accepted_status(crd: dict[str, Any], now: str) -> dict[str, Any]:
         "conditions": conditions,
         "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
     }
+
+
+def stub_crd(
+    group: str, version: str, kind: str, plural: str | None = None, *, namespaced: bool = True
+) -> dict[str, Any]:
+    """A schemaless CRD for a third-party kind (e.g. ServiceMonitor) a chart ships objects of."""
+    plural = plural or kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced" if namespaced else "Cluster",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
