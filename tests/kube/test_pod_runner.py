@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from kubernetes.client import CoreV1Api
@@ -55,11 +56,12 @@ def condition(pod, kind: str) -> str | None:
 
 
 def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for a reaper counts as dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -228,3 +230,33 @@ def test_pods_reach_the_api_with_the_kubeconfig_they_are_given(cluster, api, tmp
         )
         assert phase == "Succeeded", runner.logs("client")
     assert core.read_namespaced_config_map("from-client", "default").metadata.name == "from-client"
+
+
+def test_children_that_ignore_sigterm_die_with_their_pod(runner, api, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    stubborn = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {stubborn!r}])\n"
+        "time.sleep(600)\n"
+    )
+    core = CoreV1Api(api)
+    pod = {
+        "metadata": {"name": "parent"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "x", "command": ["python", "-c", parent]}],
+        },
+    }
+    core.create_namespaced_pod("default", pod)
+    child = int(eventually(lambda: pid_file.exists() and pid_file.read_text()))
+
+    core.delete_namespaced_pod("parent", "default")
+
+    eventually(lambda: not alive(child), timeout=10)
+    eventually(lambda: not core.list_namespaced_pod("default").items, timeout=10)

@@ -135,8 +135,14 @@ class PodRunner:
             containers = list(self._containers.values())
             if self._watch_response is not None:
                 self._watch_response.shutdown()  # unblocks the watch thread's read
-        for container in containers:
-            self._kill(container, self.stop_grace)
+        killers = [
+            threading.Thread(target=self._kill, args=(container, self.stop_grace))
+            for container in containers
+        ]
+        for killer in killers:
+            killer.start()
+        for killer in killers:
+            killer.join()
         for thread in self._threads:
             thread.join(timeout=self.relist_seconds + 5)
 
@@ -269,7 +275,9 @@ class PodRunner:
         if argv[0] in ("python", "python3") or argv[0].startswith("python3."):
             argv[0] = sys.executable
         workdir = spec.get("workingDir")
-        with open(container.log_path, "ab") as output:
+        with open(container.log_path, "ab") as output, self._lock:
+            if self._stopped.is_set() or container.terminating:
+                return  # never start anything stop() or a deletion would not see
             try:
                 container.process = subprocess.Popen(
                     argv,
@@ -329,18 +337,19 @@ class PodRunner:
             result.append(value)
         return result
 
-    def _kill(self, container: _Container, grace: float) -> int | None:
+    def _kill(self, container: _Container, grace: float) -> None:
+        """SIGTERM the process group, SIGKILL it after ``grace``; leftover children go too."""
         process = container.process
-        if process is None or process.poll() is not None:
-            return None if process is None else process.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            return process.wait(timeout=max(grace, 0.1))
-        except subprocess.TimeoutExpired:
+        if process is None:
+            return
+        if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            return process.wait()
+                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(grace, 0.1))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # the group outlives its leader sometimes
+        process.wait()
 
     def _terminate_async(
         self, container: _Container, *, confirm: bool, pod: dict[str, Any] | None = None
