@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import kopf
 import pytest
 from kubernetes.client import ApiException, CoreV1Api, CustomObjectsApi
 
-from tests.kube.common import WIDGETS
+from tests.kube.common import WIDGETS, eventually
 
 GROUP, VERSION, PLURAL = WIDGETS
 
@@ -125,3 +128,40 @@ async def test_kopf_operator_handles_a_custom_resource_lifecycle(cluster, api):
     assert deleted == ["w"]
     configmaps = await asyncio.to_thread(core.list_namespaced_config_map, "default")
     assert configmaps.items == [], "the adopted child was garbage-collected with its owner"
+
+
+OPERATOR_FILE = """
+import kopf
+
+@kopf.on.create("test.kubechat.dev", "v1", "widgets", id="created")
+def created(spec, **_):
+    return {"colour": spec.get("colour")}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_kopf_run_in_a_subprocess_logs_in_through_the_kubeconfig(cluster, api, tmp_path):
+    operator = tmp_path / "operator.py"
+    operator.write_text(OPERATOR_FILE)
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    command = [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "default", str(operator)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    custom = CustomObjectsApi(api)
+    try:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Widget",
+            "metadata": {"name": "w"},
+            "spec": {"colour": "green"},
+        }
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+
+        def status() -> dict:
+            widget = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "w")
+            return widget.get("status", {}).get("created")
+
+        assert eventually(status, timeout=60) == {"colour": "green"}
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0].decode()
+    assert "login_via_client' succeeded" in output
