@@ -16,6 +16,7 @@ import pytest
 from kubernetes.client import ApiException, CoreV1Api, CustomObjectsApi
 
 from tests.kube.common import WIDGETS, eventually
+from tests.support.kube_kopf import register_login
 
 GROUP, VERSION, PLURAL = WIDGETS
 
@@ -23,11 +24,8 @@ GROUP, VERSION, PLURAL = WIDGETS
 def tiny_operator(base_url: str, core: CoreV1Api) -> tuple[kopf.OperatorRegistry, list[str]]:
     """An operator (own registry: nothing leaks into kopf's global one) and its deletion log."""
     registry = kopf.OperatorRegistry()
+    register_login(registry, base_url)
     deleted: list[str] = []
-
-    @kopf.on.login(registry=registry)
-    def login(**_: object) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=base_url, insecure=True, default_namespace="default")
 
     @kopf.on.create(GROUP, VERSION, PLURAL, id="created", registry=registry)
     def created(spec, name, body, **_: object) -> dict:
