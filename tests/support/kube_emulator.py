@@ -10,9 +10,11 @@ kmock DSL still go through kmock (discovery with the fixes of :mod:`kube_discove
 Served: get, list and watch (label and field selectors, resourceVersion-aware watches with
 ``timeoutSeconds``), create (201), replace, merge/strategic/JSON patch, delete and
 delete-collection, ``dryRun``, the ``status`` and ``scale`` subresources, Table output for
-``kubectl get`` (CRD printer columns), CRDs served once created (or :meth:`register_crd`).
-Not served: pagination (lists come whole), schema validation, admission, RBAC, server-side
-apply, ``logs``/``exec``/``portforward``.
+``kubectl get`` (CRD printer columns), CRDs served once created (or :meth:`register_crd`) with
+their schema applied to custom resources (pruning, defaults, validation: :mod:`kube_schema`),
+``/openapi/v3`` for CRDs (``kubectl explain``). Not served: pagination (lists come whole),
+built-in kinds' schemas, admission webhooks, RBAC, server-side apply, CEL validation rules,
+``logs``/``exec``/``portforward``. Namespaces are not required to exist.
 """
 
 from __future__ import annotations
