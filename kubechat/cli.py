@@ -50,4 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the imported module so that subcommands raising kubechat.cli.UsageError
+    # are caught by the same class (``python -m`` would otherwise define it twice)
+    from kubechat.cli import main as _main
+
+    sys.exit(_main())

@@ -71,6 +71,8 @@ class SamplingFields(_Lenient):
     n: int = Field(default=1, ge=1, le=16)
     stop: Stop = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # vLLM's extension: keep generating past end-of-sequence until max_tokens (benchmarks)
+    ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None

@@ -185,9 +185,9 @@ class Serving:
                         prompt_ids=ids,
                         max_new_tokens=max_new,
                         sampling=self._sampling(req, choice),
-                        stop_token_ids=frozenset(
-                            self.rt.eos_token_ids | self.rt.template.stop_token_ids
-                        ),
+                        stop_token_ids=frozenset()
+                        if req.ignore_eos
+                        else frozenset(self.rt.eos_token_ids | self.rt.template.stop_token_ids),
                     )
                 )
         return out

@@ -94,8 +94,8 @@ def test_stop_string_cuts_the_answer(worker: Worker) -> None:
 
 
 def test_n_choices_and_seeded_sampling_is_reproducible(worker: Worker) -> None:
-    a = ask(worker, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=7, max_tokens=12)
-    b = ask(worker, n=2, temperature=1.0, top_p=1.0, top_k=0, seed=7, max_tokens=12)
+    a = ask(worker, n=2, temperature=1.0, top_p=1.0, extra_body={"top_k": 0}, seed=7, max_tokens=12)
+    b = ask(worker, n=2, temperature=1.0, top_p=1.0, extra_body={"top_k": 0}, seed=7, max_tokens=12)
     assert [c.index for c in a.choices] == [0, 1]
     assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
     assert 2 <= a.usage.completion_tokens <= 24
@@ -225,10 +225,13 @@ def test_full_worker_429_then_disconnect_frees_the_slot(demo_model_dir, tmp_path
         _wait_ready(url)
         with (
             httpx.Client(timeout=30) as c,
-            c.stream("POST", f"{url}/v1/chat/completions", json=body) as first,
+            c.stream(
+                "POST", f"{url}/v1/chat/completions", json={**body, "ignore_eos": True}
+            ) as first,
         ):
             assert first.status_code == 200
-            next(first.iter_lines())  # the stream has started: its slot is taken
+            lines = first.iter_lines()  # one iterator: dropping it would close the stream
+            assert next(lines).startswith("data: ")  # the stream has started: its slot is taken
             busy = httpx.post(f"{url}/v1/chat/completions", json=body)
             assert busy.status_code == 429
             assert busy.json()["error"]["type"] == "rate_limit_error"

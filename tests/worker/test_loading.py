@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers.dynamic_module_utils
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, PretrainedConfig
 
 from kubechat.worker.loading import (
@@ -198,17 +197,14 @@ def test_remote_code_is_refused_unless_trusted(remote_code_dir):
     assert "trustRemoteCode: true" in message
 
 
-def test_remote_code_loads_when_trusted(remote_code_dir, reference_model, tmp_path, monkeypatch):
-    # transformers copies the checkpoint's code into its modules cache; keep it in tmp_path
-    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path))
+def test_remote_code_loads_when_trusted(remote_code_dir, reference_model):
     loaded = load_model(LoadOptions(str(remote_code_dir), trust_remote_code=True))
     assert type(loaded.model).__name__ == "TinyChatForCausalLM"
     assert torch.equal(logits(loaded.model), logits(reference_model))
 
 
-def test_remote_code_checkpoint_can_be_planned_over_gpus(remote_code_dir, tmp_path, monkeypatch):
+def test_remote_code_checkpoint_can_be_planned_over_gpus(remote_code_dir):
     """The GPU path builds the checkpoint's own model class on the meta device to plan it."""
-    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path))
     config = AutoConfig.from_pretrained(remote_code_dir, trust_remote_code=True)
     plan = plan_placement(
         config,
