@@ -23,13 +23,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A built demo model directory (Baichuan-13B-Chat layout), built once per pytest run.
+    """The demo model (Baichuan-13B-Chat layout), built once per pytest run the way users get it.
 
-    Set ``KUBECHAT_TEST_CACHE`` to keep it in ``$KUBECHAT_TEST_CACHE/demo`` across runs: the
-    build is skipped there while the builder, the dialogue set and the remote code are unchanged.
+    It is built through the same cache as ``kubechat up`` and ``--model-path kubechat:demo``:
+    ``$KUBECHAT_CACHE/demo-model``, with ``KUBECHAT_CACHE`` pointed at this run's temp dir (or at
+    ``$KUBECHAT_TEST_CACHE`` to keep it across runs; the build is skipped there while the builder,
+    the dialogue set and the remote code are unchanged). Processes started by tests inherit it.
     """
-    from kubechat.demo_model.build import build_demo_model
+    from kubechat.demo_model.cache import ensure_demo_model
 
-    cache = os.environ.get("KUBECHAT_TEST_CACHE")
-    target = Path(cache) / "demo" if cache else tmp_path_factory.mktemp("demo-model")
-    return build_demo_model(target, progress=False)
+    cache = os.environ.get("KUBECHAT_TEST_CACHE") or str(tmp_path_factory.mktemp("kubechat-cache"))
+    os.environ["KUBECHAT_CACHE"] = cache
+    return ensure_demo_model(progress=False)

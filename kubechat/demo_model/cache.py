@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
@@ -21,9 +20,6 @@ def ensure_demo_model(progress: bool = True) -> Path:
     """Build the demo model into the cache unless a complete build is there; return its folder."""
     from .build import build_demo_model  # heavy (torch): only when asked
 
-    target = demo_model_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Several workers may start at once: one builds, the others wait and then reuse the build.
-    with open(target.parent / ".demo-model.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return build_demo_model(target, progress=progress)
+    # Several workers may start at once: build_demo_model holds a lock beside the target,
+    # so one builds and the others wait and then reuse the build.
+    return build_demo_model(demo_model_dir(), progress=progress)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -49,13 +48,13 @@ class Stack:
         return pids
 
 
-def demo_cache(demo_model_dir: Path, base: Path) -> Path:
-    """A KUBECHAT_CACHE folder holding the session's already-built demo model."""
-    cache = base / "cache"
-    if not (cache / "demo-model").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(demo_model_dir, cache / "demo-model")
-    return cache
+def demo_cache(demo_model_dir: Path, base: Path | None = None) -> Path:
+    """A KUBECHAT_CACHE folder holding the session's already-built demo model.
+
+    ``demo_model_dir`` is ``$KUBECHAT_CACHE/demo-model`` (tests/conftest.py); ``base`` is unused
+    and kept for callers that pass it.
+    """
+    return demo_model_dir.parent
 
 
 def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
