@@ -17,6 +17,7 @@ from kubechat.asgi_limits import BodyLimit, http_error
 from kubechat.openai_errors import OpenAIError, unavailable, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
 
+from .engine import EngineError
 from .serving import Serving
 from .state import WorkerState
 
@@ -107,6 +108,9 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
         except OpenAIError as exc:
             metrics.requests.labels(model, endpoint, str(exc.status)).inc()
             raise
+        except EngineError as exc:
+            metrics.requests.labels(model, endpoint, "500").inc()
+            raise OpenAIError(500, f"generation failed: {exc}", code="generation_failed") from exc
         finally:
             slot.release()
         if result is None:  # client went away; its generation was cancelled
