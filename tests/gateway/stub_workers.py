@@ -21,9 +21,13 @@ from tests.support.processes import free_port
 
 
 def stub_app(behaviour: str, name: str) -> FastAPI:
-    """A worker stand-in: ok | busy | draining | hang | die_mid_stream | slow_stream."""
+    """A worker stand-in: ok | busy | draining | hang | die_mid_stream | slow_stream | endless.
+
+    ``endless`` streams until its client goes away and then sets ``app.state.closed``.
+    """
     app = FastAPI()
     app.state.hits = 0
+    app.state.closed = threading.Event()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -55,6 +59,23 @@ def stub_app(behaviour: str, name: str) -> FastAPI:
                 ],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
             }
+
+        async def endless():
+            try:
+                while True:
+                    chunk = {
+                        "id": "x",
+                        "object": "chat.completion.chunk",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "delta": {"content": "."}, "finish_reason": None}],
+                    }
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                    await asyncio.sleep(0.02)
+            finally:
+                app.state.closed.set()
+
+        if behaviour == "endless":
+            return StreamingResponse(endless(), media_type="text/event-stream")
 
         async def events():
             pieces = ["from", " ", name]

@@ -178,3 +178,15 @@ def test_metrics_can_require_a_key(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/health").status_code == 200
         r = httpx.post(f"{url}/v1/chat/completions", json=BODY, headers={"x-api-key": "k1"})
         assert r.status_code == 200
+
+
+def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"w1": "endless"}) as url:
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+        ) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            assert next(line for line in lines if line).startswith("data: ")
+        closed = next(app for _, app, n in gateway.stacks if n == "w1").state.closed
+        assert closed.wait(5), "the worker's stream kept running after the client left"
