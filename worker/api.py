@@ -58,7 +58,7 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
     @app.get("/health/ready")
     async def ready() -> JSONResponse:
         """Readiness: the model is loaded and the worker is not draining."""
-        if state.serving is None:
+        if not state.loaded.is_set():
             return JSONResponse({"status": "loading"}, status_code=503)
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)

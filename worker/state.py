@@ -76,7 +76,7 @@ class WorkerState:
     @property
     def ready(self) -> bool:
         """True when the model is loaded and the worker takes new requests."""
-        return self.serving is not None and not self.draining
+        return self.loaded.is_set() and not self.draining
 
     def record(self) -> WorkerRecord:
         """This worker's lease record as of now (load figures included)."""
@@ -127,6 +127,9 @@ class WorkerState:
             self.model_names = list(runtime.names)
         self.serving = Serving(runtime, self.admission, self.metrics, self._stream_interval)
         self.metrics.engine_path.labels(runtime.engine.path).set(1)
+        if self.heartbeat is not None:
+            # routable as soon as ready: readiness below implies the gateway can see us
+            await self.heartbeat.publish_now()
         self.metrics.ready.set(1)
         log.info(
             "ready: serving %s with the %s engine", ", ".join(self.model_names), runtime.engine.path

@@ -306,3 +306,32 @@ def _context_length(worker: Worker) -> int:
         json={"model": worker.model, "prompt": "x", "max_tokens": 10**6},
     )
     return int(r.json()["error"]["message"].split("context window is ")[1].split(" ")[0])
+
+
+def test_ready_implies_a_published_ready_lease(demo_model_dir, tmp_path) -> None:
+    """The moment /health/ready says 200, the worker's lease already says ready: whoever waits
+    for readiness (kubechat up, a kubelet) can route to it at once."""
+    from kubechat.discovery.local_store import LocalLeaseStore
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    leases = tmp_path / "leases"
+    argv = worker_argv(
+        demo_model_dir,
+        port,
+        "--lease-store",
+        f"local:{leases}",
+        "--worker-name",
+        "w0",
+        "--lease-renew-interval",
+        "30",
+        "--lease-duration",
+        "90",
+    )
+    with running(argv, ready_url=f"{url}/health", log_path=tmp_path / "w.log"):
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/health/ready").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        records = LocalLeaseStore(leases).snapshot()
+        assert [(r.name, r.ready, r.models) for r in records] == [("w0", True, ("kubechat-demo",))]
