@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import transformers.dynamic_module_utils
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -209,15 +208,10 @@ def test_a_tokenizer_template_that_refuses_the_messages_raises_value_error():
         template.encode([{"role": "assistant", "content": "K2."}])
 
 
-def test_prompt_ids_match_the_demo_models_own_chat(request, tmp_path, monkeypatch):
+def test_prompt_ids_match_the_demo_models_own_chat(demo_model_dir):
     """The worker builds the same prompt as the Baichuan-layout demo model's ``chat()``."""
-    try:
-        demo_model_dir = request.getfixturevalue("demo_model_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("the demo_model_dir fixture (tests/conftest.py) has not landed yet")
     from kubechat.worker.loading import LoadOptions, load_model
 
-    monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path))
     loaded = load_model(LoadOptions(str(demo_model_dir), trust_remote_code=True))
     template = resolve_template(None, loaded.tokenizer, loaded.generation_config)
     assert template.name == "baichuan"
