@@ -1,0 +1,79 @@
+"""What the gateway costs: the same load sent to a worker directly and through the gateway.
+
+    python benchmarks/gateway_overhead.py [--requests-per-user 4] [--max-tokens 128]
+
+Builds (or reuses) the demo model in the kubechat cache, starts one worker publishing its lease
+to a local store and a gateway reading it, then for concurrency 1 and 32 runs the load client
+against the worker and against the gateway, one after the other, and prints output tokens/s of
+both, their ratio (gateway / direct) and the time to first token the gateway adds (p50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load_client import run
+from processes import gateway, worker
+
+MODEL = "kubechat-demo"
+
+
+def main() -> int:
+    """Run the comparison and print one row per concurrency."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--requests-per-user", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--model-dir", type=Path, help="default: the demo model, built if needed")
+    args = parser.parse_args()
+
+    from kubechat.demo_model.cache import ensure_demo_model
+
+    model_dir = args.model_dir or ensure_demo_model(progress=True)
+    top = max(args.concurrency)
+    with tempfile.TemporaryDirectory(prefix="kubechat-bench-") as tmp:
+        work = Path(tmp)
+        leases = work / "leases"
+        print(f"model: {model_dir}; load: {os.getloadavg()[0]:.2f} (1-min average)")
+        with (
+            worker(
+                model_dir, MODEL, work, "--limit-worker-concurrency", str(top + 8), leases=leases
+            ) as direct_url,
+            gateway(leases, work, MODEL) as gateway_url,
+        ):
+            # one warm-up request each way so neither side pays first-call costs in the figures
+            for url in (direct_url, gateway_url):
+                asyncio.run(run(url, MODEL, concurrency=1, requests=1, max_tokens=8))
+            header = (
+                f"{'conc':>4} {'direct tok/s':>12} {'gateway tok/s':>13} {'ratio':>6} "
+                f"{'TTFT p50 direct':>15} {'TTFT p50 gw':>11} {'added ms':>8} {'errors':>6}"
+            )
+            print(header)
+            for c in args.concurrency:
+                n = c * args.requests_per_user
+                direct = asyncio.run(
+                    run(direct_url, MODEL, concurrency=c, requests=n, max_tokens=args.max_tokens)
+                )
+                via = asyncio.run(
+                    run(gateway_url, MODEL, concurrency=c, requests=n, max_tokens=args.max_tokens)
+                )
+                ratio = via.output_tokens_per_s / direct.output_tokens_per_s
+                added = (via.ttft(0.5) - direct.ttft(0.5)) * 1000
+                print(
+                    f"{c:>4} {direct.output_tokens_per_s:>12.1f} {via.output_tokens_per_s:>13.1f} "
+                    f"{ratio:>6.2f} {direct.ttft(0.5) * 1000:>13.1f}ms "
+                    f"{via.ttft(0.5) * 1000:>9.1f}ms {added:>8.1f} "
+                    f"{direct.errors + via.errors:>6}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""A small streaming load client for OpenAI-compatible chat endpoints.
+
+Each request streams a chat completion with ``max_tokens`` output tokens (``ignore_eos`` keeps
+kubechat and vLLM from stopping early) and ``stream_options.include_usage`` so the token count is
+the server's own. A run keeps ``concurrency`` requests in flight until ``requests`` are done and
+reports output tokens/s, time to first token, inter-token latency and errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class RequestResult:
+    """One request: when its first and later content chunks arrived, and how it ended."""
+
+    ok: bool
+    ttft: float | None = None
+    chunk_gaps: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """A run at one concurrency."""
+
+    concurrency: int
+    seconds: float
+    results: list[RequestResult]
+
+    @property
+    def errors(self) -> int:
+        """Requests that did not complete."""
+        return sum(not r.ok for r in self.results)
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Output tokens of completed requests per wall-clock second."""
+        return sum(r.output_tokens for r in self.results if r.ok) / self.seconds
+
+    def ttft(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of time to first token, seconds."""
+        return quantile([r.ttft for r in self.results if r.ok and r.ttft is not None], q)
+
+    def itl_p50(self) -> float:
+        """Median gap between content chunks, seconds."""
+        return quantile([g for r in self.results if r.ok for g in r.chunk_gaps], 0.5)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nan when empty)."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[
+        min(98, max(0, int(q * 100) - 1))
+    ]
+
+
+def prompts(n: int) -> list[str]:
+    """``n`` different short questions (so no two requests are the same prompt)."""
+    topics = [
+        "mountains",
+        "rivers",
+        "deserts",
+        "oceans",
+        "forests",
+        "islands",
+        "lakes",
+        "volcanoes",
+    ]
+    return [f"Tell me about {topics[i % len(topics)]}, part {i}." for i in range(n)]
+
+
+async def one_request(
+    client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int
+) -> RequestResult:
+    """Stream one chat completion and time it."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    last = None
+    result = RequestResult(ok=False)
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                result.error = f"HTTP {r.status_code}"
+                return result
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    result.error = event["error"].get("message", "error event")
+                    return result
+                if event.get("usage"):
+                    result.output_tokens = event["usage"]["completion_tokens"]
+                if any(c.get("delta", {}).get("content") for c in event.get("choices", [])):
+                    now = time.perf_counter()
+                    if last is None:
+                        result.ttft = now - started
+                    else:
+                        result.chunk_gaps.append(now - last)
+                    last = now
+        result.ok = True
+    except httpx.HTTPError as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+async def run(
+    url: str, model: str, *, concurrency: int, requests: int, max_tokens: int
+) -> RunResult:
+    """Keep ``concurrency`` requests in flight until ``requests`` have finished."""
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
+    texts = prompts(requests)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for t in texts:
+        queue.put_nowait(t)
+    results: list[RequestResult] = []
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits) as client:
+
+        async def user() -> None:
+            while not queue.empty():
+                prompt = queue.get_nowait()
+                results.append(await one_request(client, url, model, prompt, max_tokens))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return RunResult(concurrency, seconds, results)
