@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("kubechat.worker.command", "serve one model with an OpenAI-compatible API"),
     "gateway": ("kubechat.gateway.command", "one OpenAI-compatible endpoint over live workers"),
     "up": ("kubechat.up", "run ModelDeployment files locally: workers, gateway, UI"),
+    "operator": ("kubechat.operator.command", "kopf operator: ModelDeployments to worker pods"),
 }
 
 

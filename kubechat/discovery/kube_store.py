@@ -1,0 +1,245 @@
+"""Worker records as ``coordination.k8s.io/v1`` Leases, combined with their Pods' readiness.
+
+Writer side (a worker in a pod): ``publish`` creates or replaces the Lease named after the pod,
+owned by the pod (so it is garbage-collected with it) and labelled with the deployment;
+``remove`` deletes it on a clean exit.
+
+Reader side (the gateway, the UI): ``start`` runs a list + watch of worker Leases and Pods in a
+background thread, re-listing every ``relist_seconds`` so a watch that silently dropped events
+cannot keep a dead worker routable. ``snapshot`` joins the two: a record counts as ready only
+while its pod's Ready condition is True. Freshness is judged at read time from the renew time,
+so a worker that stops renewing leaves routing within its lease duration whatever the watch does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from .records import DEPLOYMENT_LABEL, WorkerRecord
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+WORKER_SELECTOR = DEPLOYMENT_LABEL  # every worker pod and lease carries this label
+
+
+def api_client() -> kubernetes.client.ApiClient:
+    """A client from the in-cluster service account, else from the kubeconfig."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=config)
+        return kubernetes.client.ApiClient(config)
+    path = os.environ.get("KUBECONFIG") or None
+    return kubernetes.config.new_client_from_config(config_file=path)
+
+
+def current_namespace() -> str:
+    """$POD_NAMESPACE, else the service account's namespace, else the kubeconfig's, else default."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.is_file():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    try:
+        _, active = kubernetes.config.list_kube_config_contexts(
+            config_file=os.environ.get("KUBECONFIG") or None
+        )
+        return active.get("context", {}).get("namespace") or "default"
+    except Exception:  # no kubeconfig at all
+        return "default"
+
+
+def pod_is_ready(pod: dict[str, Any]) -> bool:
+    """Whether a pod (as a dict) is Ready and not being deleted."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
+
+
+class KubernetesLeaseStore:
+    """Leases in ``namespace`` (default: this pod's); a LeaseWriter and a WorkerSource."""
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        *,
+        api: kubernetes.client.ApiClient | None = None,
+        relist_seconds: float = 10.0,
+        pod_name: str | None = None,
+    ) -> None:
+        self.namespace = namespace or current_namespace()
+        self._api = api
+        self.relist_seconds = relist_seconds
+        self.pod_name = pod_name or os.environ.get("POD_NAME")
+        self._owner: dict[str, Any] | None = None
+        self._created: set[str] = set()
+        self._leases: dict[str, dict[str, Any]] = {}
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watches: list[kubernetes.watch.Watch] = []
+
+    @property
+    def api(self) -> kubernetes.client.ApiClient:
+        """The API client, made on first use (workers without a store never need one)."""
+        if self._api is None:
+            self._api = api_client()
+        return self._api
+
+    # ---- worker side --------------------------------------------------------------------------
+    def publish(self, record: WorkerRecord) -> None:
+        """Create or replace this worker's Lease."""
+        body = record.to_lease(self.namespace)
+        owner = self._pod_owner()
+        if owner is not None:
+            body["metadata"]["ownerReferences"] = [owner]
+        leases = kubernetes.client.CoordinationV1Api(self.api)
+        if record.name in self._created:
+            try:
+                leases.replace_namespaced_lease(record.name, self.namespace, body)
+                return
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        try:
+            leases.create_namespaced_lease(self.namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            leases.replace_namespaced_lease(record.name, self.namespace, body)
+        self._created.add(record.name)
+
+    def remove(self, name: str) -> None:
+        """Delete worker ``name``'s Lease; nothing happens if it is absent."""
+        try:
+            kubernetes.client.CoordinationV1Api(self.api).delete_namespaced_lease(
+                name, self.namespace
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self._created.discard(name)
+
+    def _pod_owner(self) -> dict[str, Any] | None:
+        """An ownerReference to this worker's pod (read once), or None outside a pod."""
+        if self._owner is None and self.pod_name:
+            pod = kubernetes.client.CoreV1Api(self.api).read_namespaced_pod(
+                self.pod_name, self.namespace
+            )
+            self._owner = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": self.pod_name,
+                "uid": pod.metadata.uid,
+                "blockOwnerDeletion": False,
+            }
+        return self._owner
+
+    # ---- reader side --------------------------------------------------------------------------
+    def snapshot(self) -> list[WorkerRecord]:
+        """Every worker Lease as a record, ready only while its pod is Ready."""
+        with self._lock:
+            leases = list(self._leases.values())
+            pods = dict(self._pods)
+        records = []
+        for lease in leases:
+            try:
+                record = WorkerRecord.from_lease(lease)
+            except ValueError as exc:
+                log.debug("skipping lease: %s", exc)
+                continue
+            pod = pods.get(record.name)
+            if record.ready and (pod is None or not pod_is_ready(pod)):
+                record = dataclasses.replace(record, ready=False)
+            records.append(record)
+        return sorted(records, key=lambda r: r.name)
+
+    async def start(self) -> None:
+        """List and watch Leases and Pods in background threads."""
+        self.refresh()
+        for kind in ("leases", "pods"):
+            thread = threading.Thread(
+                target=self._watch_loop, args=(kind,), name=f"watch-{kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    async def stop(self) -> None:
+        """Stop the watches."""
+        self._stop.set()
+        for watch in list(self._watches):
+            watch.stop()
+
+    def refresh(self) -> None:
+        """List both kinds now (also what each re-list does)."""
+        for kind in ("leases", "pods"):
+            self._list(kind)
+
+    def _list_fn(self, kind: str):
+        if kind == "leases":
+            return kubernetes.client.CoordinationV1Api(self.api).list_namespaced_lease
+        return kubernetes.client.CoreV1Api(self.api).list_namespaced_pod
+
+    def _list(self, kind: str) -> str:
+        result = self._list_fn(kind)(
+            self.namespace, label_selector=WORKER_SELECTOR, _preload_content=False
+        )
+        data = json.loads(result.data)
+        items = {item["metadata"]["name"]: item for item in data.get("items") or []}
+        with self._lock:
+            if kind == "leases":
+                self._leases = items
+            else:
+                self._pods = items
+        return (data.get("metadata") or {}).get("resourceVersion") or ""
+
+    def _watch_loop(self, kind: str) -> None:
+        while not self._stop.is_set():
+            try:
+                version = self._list(kind)
+                watch = kubernetes.watch.Watch()
+                self._watches.append(watch)
+                try:
+                    for event in watch.stream(
+                        self._list_fn(kind),
+                        self.namespace,
+                        label_selector=WORKER_SELECTOR,
+                        resource_version=version,
+                        timeout_seconds=max(1, int(self.relist_seconds)),
+                        _request_timeout=self.relist_seconds + 5,
+                    ):
+                        self._apply(kind, event)
+                        if self._stop.is_set():
+                            break
+                finally:
+                    self._watches.remove(watch)
+            except Exception as exc:  # API down or watch broken: re-list after a pause
+                if self._stop.is_set():
+                    return
+                log.warning("watching %s failed (%r); re-listing", kind, exc)
+                self._stop.wait(1.0)
+
+    def _apply(self, kind: str, event: dict[str, Any]) -> None:
+        obj = event.get("raw_object") or {}
+        name = (obj.get("metadata") or {}).get("name")
+        if not name or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        with self._lock:
+            table = self._leases if kind == "leases" else self._pods
+            if event["type"] == "DELETED":
+                table.pop(name, None)
+            else:
+                table[name] = obj
+

@@ -1,0 +1,156 @@
+"""One reconcile pass for one ModelDeployment: observe, decide, act, report.
+
+spec -> plan (shared with ``kubechat up``) -> decision (pure) -> pods created/deleted -> status.
+An invalid spec changes nothing in the cluster; it becomes the InvalidSpec condition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubechat.plan import plan_deployment
+from kubechat.spec import SpecError, parse_model_deployment
+
+from .kube import Cluster
+from .pods import PodSettings, pod_name, render_pod
+from .reconcile import ObservedPod, decide
+from .status import build_status, invalid_spec_status
+
+log = logging.getLogger(__name__)
+
+# (object body, event type "Normal"/"Warning", reason, message)
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """Operator-wide settings."""
+
+    pods: PodSettings = field(default_factory=PodSettings)
+    lease_grace: float = 120.0  # a Ready pod may go this long without any lease
+
+
+class Controller:
+    """Reconciles ModelDeployments; safe to call from several threads (one pass per object)."""
+
+    def __init__(self, cluster: Cluster, settings: ControllerSettings, events: EventSink) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.events = events
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one pass over ``body`` (a ModelDeployment as the API returns it); returns the
+        status written."""
+        meta = body["metadata"]
+        with self._lock(meta["uid"]):
+            return self._reconcile(body)
+
+    def forget(self, uid: str) -> None:
+        """Drop per-object state of a deleted ModelDeployment."""
+        with self._guard:
+            self._locks.pop(uid, None)
+
+    def _reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta.get("namespace") or "default"
+        previous = dict(body.get("status") or {})
+        generation = meta.get("generation")
+        try:
+            md = parse_model_deployment(_plain(body))
+        except SpecError as exc:
+            status = invalid_spec_status(str(exc), generation, previous)
+            if not _was_true(previous, "InvalidSpec"):
+                self.events(body, "Warning", "InvalidSpec", str(exc)[:1000])
+            self.cluster.patch_status(namespace, name, status)
+            return status
+
+        plan = plan_deployment(md)
+        pods = [ObservedPod.from_pod(p) for p in self.cluster.worker_pods(namespace, name)]
+        leases = self.cluster.worker_leases(namespace, name)
+        now = time.time()
+        decision = decide(
+            md.spec.replicas,
+            plan.template_hash,
+            pods,
+            leases,
+            now=now,
+            lease_grace=self.settings.lease_grace,
+        )
+        for pod in decision.delete:
+            reason = decision.reasons.get(pod, "")
+            kind = "Warning" if pod in decision.heartbeat_lost else "Normal"
+            event = "HeartbeatLost" if pod in decision.heartbeat_lost else "DeletingPod"
+            self.events(body, kind, event, f"deleting pod {pod}: {reason}")
+            self.cluster.delete_pod(namespace, pod)
+        owner = {"name": name, "uid": meta["uid"]}
+        for _ in range(decision.create):
+            worker = plan.workers[0]
+            new = pod_name(name, plan.template_hash)
+            self.cluster.create_pod(
+                namespace,
+                render_pod(worker, new, owner, self.settings.pods, dict(md.metadata.labels)),
+            )
+            self.events(body, "Normal", "CreatedPod", f"created worker pod {new}")
+        status = build_status(
+            name,
+            md.spec.replicas,
+            plan.template_hash,
+            pods,
+            leases,
+            decision,
+            generation,
+            previous,
+            now,
+        )
+        if status["phase"] != previous.get("phase"):
+            self.events(
+                body,
+                "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal",
+                f"Phase{status['phase']}",
+                f"phase {previous.get('phase') or '(new)'} -> {status['phase']}: "
+                f"{status['readyReplicas']} of {md.spec.replicas} workers ready",
+            )
+        if _true(status, "ModelLoadFailed") and not _was_true(previous, "ModelLoadFailed"):
+            message = _message(status, "ModelLoadFailed")
+            self.events(body, "Warning", "ModelLoadFailed", message)
+        self.cluster.patch_status(namespace, name, status)
+        return status
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without status, as plain dicts (kopf hands out read-only views)."""
+    return {k: _unwrap(v) for k, v in body.items() if k != "status"}
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def _true(status: Mapping[str, Any], kind: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+_was_true = _true
+
+
+def _message(status: Mapping[str, Any], kind: str) -> str:
+    return next(
+        (c.get("message", "") for c in status.get("conditions") or [] if c.get("type") == kind), ""
+    )
