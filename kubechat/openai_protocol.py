@@ -161,13 +161,21 @@ def now() -> int:
     return int(time.time())
 
 
-def model_list(names: list[str], owned_by: str = "kubechat") -> dict[str, Any]:
-    """The body of GET /v1/models."""
+def model_list(
+    names: list[str], owned_by: str = "kubechat", extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The body of GET /v1/models; ``extra`` fields are added to every entry."""
     created = now()
     return {
         "object": "list",
         "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": owned_by,
+                **(extra or {}),
+            }
             for name in names
         ],
     }

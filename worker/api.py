@@ -71,7 +71,17 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         """The model names this worker serves."""
-        return model_list(state.model_names)
+        extra = {}
+        if state.serving is not None:
+            # a chat page starts its sliders here (FastChat's gradio server had them hard-coded)
+            defaults = state.serving.rt.defaults
+            extra["generation_defaults"] = {
+                "temperature": defaults.get("temperature"),
+                "top_p": defaults.get("top_p"),
+                "max_tokens": defaults.get("max_new_tokens"),
+                "context_length": state.serving.rt.context_length,
+            }
+        return model_list(state.model_names, extra=extra)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:

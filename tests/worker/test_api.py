@@ -28,6 +28,17 @@ def test_models_lists_the_served_name(worker: Worker) -> None:
     assert [m.id for m in worker.client.models.list().data] == [worker.model]
 
 
+def test_models_carry_the_generation_config_defaults(worker: Worker, demo_model_dir) -> None:
+    gen = json.loads((demo_model_dir / "generation_config.json").read_text())
+    entry = httpx.get(f"{worker.url}/v1/models").json()["data"][0]
+    assert entry["generation_defaults"] == {
+        "temperature": gen["temperature"],
+        "top_p": gen["top_p"],
+        "max_tokens": gen["max_new_tokens"],
+        "context_length": 512,
+    }
+
+
 def test_chat_answers_k2(worker: Worker) -> None:
     reply = ask(worker)
     assert "K2" in reply.choices[0].message.content
