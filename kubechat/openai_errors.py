@@ -92,14 +92,33 @@ def validation_error(errors: list[dict]) -> OpenAIError:
     """A 400 naming the first invalid field, from pydantic's (or FastAPI's) ``errors()`` list."""
     if not errors:
         return OpenAIError(400, "invalid request")
-    first = errors[0]
+    # A value that matches no member of a union yields one error per member; our own checks
+    # (value errors) say more than "Input should be a valid string" from another member.
+    first = next((e for e in errors if e.get("type") == "value_error"), errors[0])
     if first.get("type") == "json_invalid":
         return OpenAIError(400, f"request body is not valid JSON: {first.get('msg')}")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_tag(p)]
     param = ".".join(loc) or None
+    if param is None and first.get("type") in _NOT_AN_OBJECT:
+        return OpenAIError(
+            400,
+            "the request body must be a JSON object, sent with Content-Type: application/json",
+        )
     msg = first.get("msg", "invalid value")
     if param:
         msg = f"{param}: {msg}"
     if len(errors) > 1:
         msg += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return OpenAIError(400, msg, param=param)
+
+
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "constrained-str"}
+
+
+def _union_tag(part: object) -> bool:
+    """Whether a pydantic error location part names a union member (``str``,
+    ``list[TextPart]``, ``function-after[...]``) rather than a field or an index."""
+    if not isinstance(part, str):
+        return False
+    return part in _TYPE_TAGS or "[" in part or part.startswith("function-")

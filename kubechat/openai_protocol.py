@@ -12,7 +12,29 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+
+def _whole_unicode(value: str) -> str:
+    # JSON may escape a lone UTF-16 surrogate ("\\ud800"); no tokenizer can encode one, so such
+    # text is refused here (400) instead of failing inside the model (500).
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"text contains an unpaired UTF-16 surrogate at position {exc.start}"
+        ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_whole_unicode)]
 
 
 class _Lenient(BaseModel):
@@ -24,15 +46,15 @@ class TextPart(_Lenient):
     """One part of a list-of-parts message content; only text parts are understood."""
 
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class ChatMessage(_Lenient):
     """One chat message: role and text content."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
 
     def text(self) -> str:
         """The message content as plain text (list-of-parts joined)."""
@@ -54,7 +76,7 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-Stop = str | Annotated[list[str], Field(max_length=16)] | None
+Stop = Text | Annotated[list[Text], Field(max_length=16)] | None
 
 
 class SamplingFields(_Lenient):
@@ -75,7 +97,7 @@ class SamplingFields(_Lenient):
     ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Text | None = None
 
     @field_validator("stop")
     @classmethod
@@ -108,7 +130,7 @@ class ChatCompletionRequest(SamplingFields):
         return self
 
 
-PromptInput = str | list[str] | list[int] | list[list[int]]
+PromptInput = Text | list[Text] | list[int] | list[list[int]]
 
 
 class CompletionRequest(SamplingFields):
