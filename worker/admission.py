@@ -7,7 +7,7 @@ gateway can send the request to another worker.
 
 from __future__ import annotations
 
-from kubechat.openai_errors import overloaded
+from kubechat.openai_errors import bad_request, overloaded
 
 
 class Slot:
@@ -36,8 +36,12 @@ class Admission:
     def acquire(self, sequences: int = 1) -> Slot:
         """Take ``sequences`` slots, or raise a 429 OpenAIError when they are not free."""
         if sequences > self.limit:
-            raise overloaded(
-                f"this request needs {sequences} sequences but the worker's limit is {self.limit}"
+            # Never admissible, so not a 429: a retry (by the gateway or the client) cannot help.
+            raise bad_request(
+                f"this request needs {sequences} sequences (n) but the worker's limit is "
+                f"{self.limit}; lower n",
+                param="n",
+                code="too_many_sequences",
             )
         if self.in_flight + sequences > self.limit:
             raise overloaded(
