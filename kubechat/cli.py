@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("kubechat.gateway.command", "one OpenAI-compatible endpoint over live workers"),
     "up": ("kubechat.up", "run ModelDeployment files locally: workers, gateway, UI"),
     "operator": ("kubechat.operator.command", "kopf operator: ModelDeployments to worker pods"),
+    "ui": ("kubechat.ui.command", "the Gradio chat page over the live workers"),
 }
 
 

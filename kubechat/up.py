@@ -54,6 +54,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="seconds to wait for every process to become ready",
     )
     p.add_argument("--drain-grace", type=float, default=30.0)
+    p.add_argument("--ui-port", type=int, default=7860, help="the chat page's port")
+    p.add_argument("--no-ui", action="store_true", help="do not start the chat page")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +97,24 @@ def run(args: argparse.Namespace) -> int:
         Process("gateway", gateway_argv, env, state_dir / "logs" / "gateway.log", gateway_url)
     )
     _check_port_free(args.host, args.port)
+    ui_url = None
+    if not args.no_ui:
+        if args.ui_port == args.port:
+            raise UsageError("--ui-port must differ from --port")
+        _check_port_free(args.host, args.ui_port)
+        ui_url = f"http://{args.host}:{args.ui_port}"
+        ui_argv = [
+            *KUBECHAT,
+            "ui",
+            "--host",
+            args.host,
+            "--port",
+            str(args.ui_port),
+            "--lease-store",
+            f"local:{state_dir / 'leases'}",
+        ]
+        # the page answers / once it is up
+        runner.add(Process("ui", ui_argv, env, state_dir / "logs" / "ui.log", ui_url, "/"))
 
     stopping = {"sig": None}
 
@@ -104,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     say(
-        f"starting {sum(len(p.workers) for p in plans)} worker(s) and the gateway; "
+        f"starting {sum(len(p.workers) for p in plans)} worker(s), the gateway"
+        + (" and the chat page" if ui_url else "")
+        + "; "
         f"logs in {state_dir / 'logs'}"
     )
     runner.start_all()
@@ -128,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             runner.poll()
             time.sleep(0.25)
-        _print_ready(plans, gateway_url, args.api_key)
+        _print_ready(plans, gateway_url, args.api_key, ui_url)
         while stopping["sig"] is None:
             runner.poll()
             time.sleep(0.25)
@@ -144,7 +166,7 @@ def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
     return 0 if sig == signal.SIGTERM else 130
 
 
-def _print_ready(plans: list, gateway_url: str, keys: list[str]) -> None:
+def _print_ready(plans: list, gateway_url: str, keys: list[str], ui_url: str | None) -> None:
     model = plans[0].model_names[0]
     auth = f" -H 'Authorization: Bearer {keys[0]}'" if keys else ""
     body = (
@@ -159,7 +181,8 @@ def _print_ready(plans: list, gateway_url: str, keys: list[str]) -> None:
         "\nready.\n"
         f"  OpenAI endpoint: {gateway_url}/v1   (models: {models})\n"
         f"  metrics:         {gateway_url}/metrics\n"
-        "try:\n"
+        + (f"  chat page:       {ui_url}\n" if ui_url else "")
+        + "try:\n"
         f"  curl -s {gateway_url}/v1/chat/completions -H 'Content-Type: application/json'{auth}"
         f" -d {shlex.quote(body)}\n"
         "Ctrl-C stops everything."

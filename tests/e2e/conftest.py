@@ -26,6 +26,7 @@ class Stack:
     state_dir: Path
     proc: subprocess.Popen
     log: Path
+    ui_url: str | None = None
 
     @property
     def client(self) -> OpenAI:
@@ -67,6 +68,11 @@ def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
         "KUBECHAT_CACHE": str(demo_cache(demo_model_dir, base)),
         "PYTHONUNBUFFERED": "1",
     }
+    ui_url = None
+    if "--no-ui" not in extra and "--ui-port" not in extra:
+        ui_port = free_port()
+        extra = (*extra, "--ui-port", str(ui_port))
+        ui_url = f"http://127.0.0.1:{ui_port}"
     argv = kubechat_argv(
         "up", str(DEMO_YAML), "--port", str(port), "--state-dir", str(state), *extra
     )
@@ -79,7 +85,7 @@ def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
     except Exception:
         stop_stack(proc)
         raise
-    return Stack(url, state, proc, log)
+    return Stack(url, state, proc, log, ui_url)
 
 
 def stop_stack(proc: subprocess.Popen) -> int:

@@ -1,0 +1,105 @@
+"""The chat page on a real local stack (``kubechat up examples/demo.yaml``): its API through
+gradio_client, and the page itself in headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from tests.e2e.conftest import Stack, start_stack, stop_stack
+from tests.support.processes import kubechat_argv
+
+pytestmark = pytest.mark.slow
+
+SEED = "Which mountain is the second highest one in the world?"
+SECOND = "Which mountain is the highest one in the world?"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def stack(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(demo_model_dir, tmp_path_factory.mktemp("ui-stack"))
+    try:
+        yield s
+    finally:
+        stop_stack(s.proc)
+
+
+def test_up_prints_the_chat_page_url(stack: Stack) -> None:
+    assert f"chat page:       {stack.ui_url}" in stack.log.read_text()
+
+
+def test_ask_endpoint_streams_the_answer(stack: Stack) -> None:
+    client = Client(stack.ui_url + "/", verbose=False)
+    job = client.submit("kubechat-demo", SEED, 0.0, 1.0, 64, api_name="/ask")
+    partials = list(job)
+    assert "K2" in partials[-1]
+    assert len(partials) > 1, "the answer arrives in pieces"
+    assert all(partials[-1].startswith(p) for p in partials)
+
+
+def test_unknown_model_is_a_readable_error(stack: Stack) -> None:
+    client = Client(stack.ui_url + "/", verbose=False)
+    with pytest.raises(Exception, match="No worker is available"):
+        client.predict("no-such-model", "hi", 0.0, 1.0, 8, api_name="/ask")
+
+
+def test_bad_auth_flag_exits_2() -> None:
+    proc = subprocess.run(
+        kubechat_argv("ui", "--lease-store", "local:/tmp/none", "--auth", "nopassword"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "USER:PASSWORD" in proc.stderr
+
+
+def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
+    """Open the page, ask the seed question, see K2, ask a second question, take a picture."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/install-tools.sh)")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(stack.ui_url)
+            box = page.get_by_placeholder("Ask something and press Enter")
+            box.wait_for(timeout=30_000)
+            expect(page.get_by_label("Model")).to_have_value("kubechat-demo", timeout=30_000)
+            box.fill(SEED)
+            box.press("Enter")
+            page.get_by_text("K2, also known").first.wait_for(timeout=60_000)
+            page.get_by_text("tokens/s").first.wait_for(timeout=10_000)
+            box.fill(SECOND)
+            page.get_by_role("button", name="Send").click()
+            page.get_by_text("Mount Everest").first.wait_for(timeout=60_000)
+            expect(page.get_by_text("tokens/s")).to_have_count(2, timeout=30_000)
+            shot = tmp_path / "ui.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "ui.png")
+    assert shot.stat().st_size > 10_000

@@ -1,0 +1,96 @@
+"""``kubechat ui``: the Gradio chat page over the live workers (FastChat's gradio web server)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from kubechat.cli import UsageError
+from kubechat.discovery.stores import STORE_HELP, open_store
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    parser.add_argument(
+        "--lease-store",
+        default=os.environ.get("KUBECHAT_LEASE_STORE", "kubernetes"),
+        help=STORE_HELP,
+    )
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--model-list-mode",
+        choices=["once", "reload"],
+        default="reload",
+        help="once: the model list is read at start; reload: on every page load",
+    )
+    parser.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="require a login (repeatable; also $KUBECHAT_UI_AUTH, comma-separated)",
+    )
+    parser.add_argument("--auth-file", type=Path, help="file with one USER:PASSWORD per line")
+    parser.add_argument(
+        "--max-history-turns",
+        type=int,
+        default=8,
+        help="past exchanges sent with each question (older ones are dropped)",
+    )
+
+
+def parse_credentials(entries: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
+    """``user:password`` entries (flags, $KUBECHAT_UI_AUTH, file) as pairs; UsageError if bad."""
+    raw = list(entries)
+    raw += [e for e in os.environ.get("KUBECHAT_UI_AUTH", "").split(",") if e.strip()]
+    if auth_file is not None:
+        try:
+            raw += [line for line in auth_file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"cannot read --auth-file {auth_file}: {exc.strerror}") from exc
+    pairs = []
+    for entry in raw:
+        user, sep, password = entry.strip().partition(":")
+        if not sep or not user or not password:
+            raise UsageError("--auth takes USER:PASSWORD with both parts non-empty")
+        pairs.append((user, password))
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the page until stopped."""
+    import asyncio
+
+    from kubechat.discovery.live import LiveView
+
+    from .backend import ChatBackend
+    from .page import CSS, build_page
+
+    if args.max_history_turns < 0:
+        raise UsageError("--max-history-turns must be >= 0")
+    credentials = parse_credentials(args.auth, args.auth_file)
+    try:
+        store = open_store(args.lease_store, reader=True)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if store is None:
+        raise UsageError("the UI needs a lease store to find workers (local:DIR or kubernetes)")
+    view = LiveView(store)
+    asyncio.run(view.start())
+    backend = ChatBackend(view)
+    page = build_page(
+        backend,
+        reload_models=args.model_list_mode == "reload",
+        max_history_turns=args.max_history_turns,
+    )
+    page.queue(default_concurrency_limit=64)
+    page.launch(
+        server_name=args.host,
+        server_port=args.port,
+        auth=credentials or None,
+        show_error=True,
+        css=CSS,
+    )
+    return 0

@@ -1,0 +1,172 @@
+"""The Gradio chat page: model picker, streamed replies, sampling controls, regenerate/stop/clear.
+
+The conversation sent to the model is kept apart from what the chat window shows: figures under
+replies and error notes are for the reader, never part of the prompt. Only the last
+``max_history_turns`` exchanges are sent, so long chats keep fitting the context window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+
+from .backend import ChatBackend, ChatError, Params
+
+Message = dict[str, str]
+TITLE = "kubechat"
+CSS = ".kubechat-footer {font-size: 0.8em; opacity: 0.7}"
+
+
+def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: int) -> gr.Blocks:
+    """The Blocks app; ``reload_models`` refreshes the model list on every page load."""
+
+    def choices() -> list[str]:
+        return backend.models()
+
+    with gr.Blocks(title=TITLE) as page:
+        gr.Markdown("## kubechat\nChat with the models served by this cluster's workers.")
+        with gr.Row():
+            model = gr.Dropdown(
+                choices=choices(),
+                value=(choices() or [None])[0],
+                label="Model",
+                interactive=True,
+                scale=3,
+            )
+            refresh = gr.Button("Refresh models", scale=1)
+        chat = gr.Chatbot(label="Chat", height=460)
+        history = gr.State([])  # what the model sees: [{"role", "content"}, ...]
+        with gr.Row():
+            box = gr.Textbox(
+                placeholder="Ask something and press Enter",
+                show_label=False,
+                scale=5,
+                autofocus=True,
+            )
+            send = gr.Button("Send", variant="primary", scale=1)
+        with gr.Row():
+            stop = gr.Button("Stop")
+            regenerate = gr.Button("Regenerate")
+            clear = gr.Button("Clear")
+        with gr.Accordion("Parameters", open=False):
+            temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top p")
+            max_tokens = gr.Slider(1, 2048, value=256, step=1, label="Max output tokens")
+
+        async def answer(
+            chat_view: list[Message], turns: list[Message], name: str | None, params: Params
+        ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
+            """Stream the reply to the last user message of ``chat_view``."""
+            question = chat_view[-1]["content"]
+            chat_view = [*chat_view, {"role": "assistant", "content": ""}]
+            if not name:
+                chat_view[-1]["content"] = "⚠️ No model is available: no live worker was found."
+                yield chat_view, turns
+                return
+            prompt = [*turns[-2 * max_history_turns :], {"role": "user", "content": question}]
+            text = ""
+            try:
+                async for reply in backend.stream(name, prompt, params):
+                    text = reply.text
+                    chat_view[-1] = {"role": "assistant", "content": text}
+                    yield chat_view, turns
+            except ChatError as exc:
+                chat_view[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
+                yield chat_view, turns
+                return
+            footer = f"\n\n<span class='kubechat-footer'>{reply.stats.line()}</span>"
+            chat_view[-1] = {"role": "assistant", "content": text + footer}
+            turns = [*turns, {"role": "user", "content": question}]
+            turns = [*turns, {"role": "assistant", "content": text}]
+            yield chat_view, turns
+
+        async def submit(
+            message: str,
+            chat_view: list[Message],
+            turns: list[Message],
+            name: str | None,
+            temp: float,
+            p: float,
+            limit: float,
+        ) -> AsyncIterator[tuple[str, list[Message], list[Message]]]:
+            if not message.strip():
+                yield "", chat_view, turns
+                return
+            chat_view = [*(chat_view or []), {"role": "user", "content": message}]
+            params = Params(float(temp), float(p), int(limit))
+            async for view, new_turns in answer(chat_view, turns or [], name, params):
+                yield "", view, new_turns
+
+        async def redo(
+            chat_view: list[Message],
+            turns: list[Message],
+            name: str | None,
+            temp: float,
+            p: float,
+            limit: float,
+        ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
+            chat_view = list(chat_view or [])
+            last_user = max(
+                (i for i, m in enumerate(chat_view) if m["role"] == "user"), default=None
+            )
+            if last_user is None:
+                yield chat_view, turns
+                return
+            question = chat_view[last_user]["content"]
+            turns = list(turns or [])
+            if len(turns) >= 2 and turns[-2]["content"] == question:
+                turns = turns[:-2]  # the exchange being regenerated
+            params = Params(float(temp), float(p), int(limit))
+            async for view, new_turns in answer(chat_view[: last_user + 1], turns, name, params):
+                yield view, new_turns
+
+        async def pick_model(name: str | None) -> tuple[Any, Any, Any]:
+            params = await backend.defaults(name) if name else Params()
+            return (
+                gr.update(value=params.temperature),
+                gr.update(value=params.top_p),
+                gr.update(value=params.max_tokens),
+            )
+
+        def refresh_models(current: str | None) -> Any:
+            names = choices()
+            value = current if current in names else (names[0] if names else None)
+            return gr.update(choices=names, value=value)
+
+        controls = [model, temperature, top_p, max_tokens]
+        events = [
+            box.submit(submit, [box, chat, history, *controls], [box, chat, history]),
+            send.click(submit, [box, chat, history, *controls], [box, chat, history]),
+            regenerate.click(redo, [chat, history, *controls], [chat, history]),
+        ]
+        stop.click(None, cancels=events)
+        clear.click(lambda: ([], []), None, [chat, history], cancels=events)
+        model.change(pick_model, [model], [temperature, top_p, max_tokens])
+        refresh.click(refresh_models, [model], [model])
+        if reload_models:
+            page.load(refresh_models, [model], [model]).then(
+                pick_model, [model], [temperature, top_p, max_tokens]
+            )
+        else:
+            page.load(pick_model, [model], [temperature, top_p, max_tokens])
+
+        async def ask(
+            model_name: str,
+            message: str,
+            temperature: float = 0.0,
+            top_p: float = 1.0,
+            max_tokens: int = 128,
+        ) -> AsyncIterator[str]:
+            """One question, one streamed answer (for gradio_client and scripts)."""
+            params = Params(float(temperature), float(top_p), int(max_tokens))
+            messages = [{"role": "user", "content": message}]
+            try:
+                async for reply in backend.stream(model_name, messages, params):
+                    yield reply.text
+            except ChatError as exc:
+                raise gr.Error(str(exc)) from exc
+
+        gr.api(ask, api_name="ask")
+    return page
