@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubechat.aio import until_disconnect
-from kubechat.asgi_limits import BodyLimit, http_error
+from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, model_not_found, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
@@ -40,9 +41,13 @@ class GatewayConfig:
     api_keys: list[str] = field(default_factory=list)
     protect_metrics: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
     connect_timeout: float = 5.0
     upstream_timeout: float = 600.0  # longest silence from a worker mid-response
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Browser origins allowed to call the API (CORS); none by default, so browsers refuse
+    # cross-origin calls. "*" allows any origin.
+    cors_origins: list[str] = field(default_factory=list)
 
 
 def create_app(
@@ -199,6 +204,16 @@ def create_app(
         )
 
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(HeaderLimit, limit=config.max_header_bytes)
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "api-key", "x-api-key", "x-request-id"],
+            expose_headers=["x-kubechat-worker", "retry-after"],
+            max_age=600,
+        )
     app.state.metrics = metrics
     return app
 

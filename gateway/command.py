@@ -36,6 +36,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--protect-metrics", action="store_true", help="require an API key on /metrics too"
     )
+    a.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed to call the API, e.g. https://chat.example.com "
+        "(repeatable; '*' for any; default: none, no CORS headers are sent)",
+    )
     u = p.add_argument_group("upstream")
     u.add_argument(
         "--retry-attempts", type=int, default=3, help="workers tried per request before giving up"
@@ -60,6 +67,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="longest silence from a worker in the middle of a response",
     )
     u.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    u.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=32 * 1024,
+        help="larger request headers (all together) get 431",
+    )
     p.add_argument("--log-level", default="info")
 
 
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         api_keys=keys,
         protect_metrics=args.protect_metrics,
         max_body_bytes=args.max_body_bytes,
+        max_header_bytes=args.max_header_bytes,
+        cors_origins=[o.strip() for o in args.cors_origin if o.strip()],
         connect_timeout=args.connect_timeout,
         upstream_timeout=args.upstream_timeout,
         retry=RetryPolicy(
