@@ -1,7 +1,8 @@
 """Request limits as plain ASGI middleware, shared by the worker and the gateway.
 
 Plain ASGI (no web framework imports) so that core can hold it: a body over the limit is answered
-413 in OpenAI's error format before any parsing or buffering happens.
+413, and request headers over theirs 431, in OpenAI's error format before any parsing or
+buffering happens.
 """
 
 from __future__ import annotations
@@ -51,18 +52,47 @@ class BodyLimit:
             f"request body is larger than the limit of {self.limit} bytes",
             code="request_too_large",
         )
-        body = json.dumps(err.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_error(send, err)
+
+
+class HeaderLimit:
+    """ASGI middleware: request headers over ``limit`` bytes in all get 431.
+
+    The HTTP server already refuses header blocks it cannot buffer; this bounds what the
+    application accepts to a size like common proxies' (nginx allows 32 KiB by default).
+    """
+
+    def __init__(self, app: Any, limit: int = 32 * 1024) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or [])
+            if size > self.limit:
+                err = OpenAIError(
+                    431,
+                    f"request headers are larger than the limit of {self.limit} bytes",
+                    code="headers_too_large",
+                )
+                await _send_error(send, err)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Any, err: OpenAIError) -> None:
+    body = json.dumps(err.body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLargeError(Exception):

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubechat.aio import until_disconnect
-from kubechat.asgi_limits import BodyLimit, http_error
+from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
 from kubechat.openai_errors import OpenAIError, unavailable, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
 
@@ -30,6 +30,7 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
     """Build the FastAPI app over a worker state (which may still be loading)."""
     app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(HeaderLimit)
     app.state.worker = state
     metrics = state.metrics
 
