@@ -37,6 +37,9 @@ def _whole_unicode(value: str) -> str:
 Text = Annotated[str, AfterValidator(_whole_unicode)]
 
 
+GREEDY_BELOW = 1e-5  # temperatures under this mean greedy decoding (as in vLLM)
+
+
 class _Lenient(BaseModel):
     # Unknown fields are ignored, as OpenAI-compatible servers do: clients send vendor extras.
     model_config = ConfigDict(extra="ignore")
@@ -87,7 +90,8 @@ class SamplingFields(_Lenient):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    # below 0.01 the penalty divides logits into infinities (no token can be sampled)
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=10.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     n: int = Field(default=1, ge=1, le=16)
@@ -98,6 +102,15 @@ class SamplingFields(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _tiny_temperature_is_greedy(cls, value: float | None) -> float | None:
+        # Dividing logits by a temperature this small overflows to infinity; the limit of
+        # sampling as the temperature goes to 0 is greedy decoding, which 0 asks for.
+        if value is not None and 0.0 < value < GREEDY_BELOW:
+            return 0.0
+        return value
 
     @field_validator("stop")
     @classmethod

@@ -53,6 +53,7 @@ CASES = [
     ("temperature-string", CHAT, chat(temperature="hot"), 400, "temperature"),
     ("temperature-nan", CHAT, chat(temperature=float("nan")), 400, "temperature"),
     ("stream-list", CHAT, chat(stream=[]), 400, "stream"),
+    ("repetition-penalty-tiny", CHAT, chat(repetition_penalty=1e-100), 400, "repetition_penalty"),
     ("n-over-worker-limit", CHAT, chat(n=WORKER_LIMIT + 1), 400, "n"),
     ("n-huge", CHAT, chat(n=10**6), 400, "n"),
     ("stop-empty-string", CHAT, chat(stop=[""]), 400, "stop"),
@@ -168,6 +169,25 @@ def test_unusual_but_valid_text_is_served(target, text: str) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 1e-300},
+        {"temperature": 2.0, "top_p": 1e-300},
+        {"temperature": 2.0, "repetition_penalty": 0.01, "top_k": 1},
+        {"temperature": 2.0, "repetition_penalty": 10.0},
+        {"presence_penalty": -2.0, "frequency_penalty": 2.0, "seed": 2**63 - 1},
+    ],
+    ids=["tiny-temperature", "tiny-top-p", "small-penalty", "big-penalty", "edge-penalties"],
+)
+def test_extreme_but_valid_sampling_is_served(target, params: dict) -> None:
+    """Parameters at the edges of their ranges sample a token (no inf/nan inside, no 500)."""
+    url, headers = target
+    r = httpx.post(url + CHAT, json=json.loads(chat(max_tokens=8, **params)), headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
 
 
 def test_json_without_content_type_is_a_400_that_says_so(target) -> None:
