@@ -73,6 +73,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk")
     s.add_argument(
+        "--engine",
+        choices=["auto", "batching", "serial"],
+        default="auto",
+        help="auto/batching: continuous batching where the checkpoint allows it, else serial",
+    )
+    s.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=256,
+        help="tokens computed per batched step (prefill chunks and decodes together)",
+    )
+    s.add_argument(
+        "--kv-cache-memory",
+        default=None,
+        help="memory for the batch's KV cache, e.g. 2GiB (default: sized by transformers)",
+    )
+    s.add_argument(
         "--drain-grace",
         type=float,
         default=30.0,
@@ -125,6 +142,16 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if num_gpus > 0 else "cpu"
     if device == "cpu" and num_gpus > 0:
         raise UsageError("--device cpu contradicts --num-gpus > 0")
+    if args.max_batch_tokens < 16:
+        raise UsageError("--max-batch-tokens must be >= 16")
+    kv_cache_bytes = None
+    if args.kv_cache_memory:
+        from .placement import parse_memory
+
+        try:
+            kv_cache_bytes = parse_memory(args.kv_cache_memory)
+        except ValueError as exc:
+            raise UsageError(f"--kv-cache-memory: {exc}") from exc
     if args.lease_duration <= args.lease_renew_interval:
         raise UsageError("--lease-duration must be longer than --lease-renew-interval")
     try:
@@ -146,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         model_names=names or default_model_names(args.model_path),
         conv_template=args.conv_template,
         limit_concurrency=args.limit_worker_concurrency,
+        engine=args.engine,
+        max_batch_tokens=args.max_batch_tokens,
+        kv_cache_bytes=kv_cache_bytes,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -6,8 +6,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from kubechat.demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 
+from .batching_engine import BatchingEngine
 from .engine import Engine
 from .loading import LoadedModel, LoadOptions, load_model
 from .serial_engine import SerialEngine
@@ -25,6 +28,9 @@ class RuntimeOptions:
     model_names: list[str]
     conv_template: str | None = None
     limit_concurrency: int = 5
+    engine: str = "auto"  # auto | batching | serial
+    max_batch_tokens: int = 256
+    kv_cache_bytes: int | None = None
 
 
 def default_model_names(model_path: str) -> list[str]:
@@ -41,11 +47,33 @@ def resolve_model_path(model_path: str) -> str:
     return str(ensure_demo_model(progress=True))
 
 
-def make_engine(loaded: LoadedModel, capacity: int) -> Engine:
-    """The generation engine for a loaded model."""
-    engine = SerialEngine(loaded.model, loaded.device, capacity=capacity)
-    log.info("generation path: %s", engine.path)
-    return engine
+def make_engine(loaded: LoadedModel, options: RuntimeOptions) -> Engine:
+    """The generation engine: continuous batching unless asked for serial (the batching engine
+    itself falls back to serial for checkpoints it cannot batch, and says so when started)."""
+    if options.engine == "serial":
+        return SerialEngine(loaded.model, loaded.device, capacity=options.limit_concurrency)
+    return BatchingEngine(
+        loaded.model,
+        loaded.device,
+        capacity=options.limit_concurrency,
+        max_batch_tokens=options.max_batch_tokens,
+        num_blocks=kv_blocks(loaded.model.config, options.kv_cache_bytes, loaded.dtype),
+    )
+
+
+def kv_blocks(
+    config: object, budget: int | None, dtype: torch.dtype, page: int = 256
+) -> int | None:
+    """KV-cache pages of ``page`` tokens that fit in ``budget`` bytes (None: let transformers size
+    it). Per token each layer keeps one key and one value vector per KV head."""
+    if budget is None:
+        return None
+    layers = getattr(config, "num_hidden_layers", 1)
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    per_token = 2 * layers * kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
+    return max(1, budget // (per_token * page))
 
 
 def build_runtime(options: RuntimeOptions) -> ModelRuntime:
@@ -59,7 +87,7 @@ def build_runtime(options: RuntimeOptions) -> ModelRuntime:
         names=options.model_names,
         tokenizer=loaded.tokenizer,
         template=template,
-        engine=make_engine(loaded, options.limit_concurrency),
+        engine=make_engine(loaded, options),
         context_length=loaded.context_length,
         eos_token_ids=set(loaded.eos_token_ids),
         defaults=dict(loaded.generation_defaults),

@@ -122,13 +122,15 @@ def test_a_directory_means_its_manifest_files(tmp_path):
 
 
 def test_shipped_examples_load():
-    mds = {md.name: md for md in load_manifests([REPO / "examples"])}
-    demo = mds["demo"]
+    # each example is a standalone choice (demo.yaml and demo-cluster.yaml both define "demo")
+    mds = {p.name: load_manifests([p])[0] for p in (REPO / "examples").glob("*.yaml")}
+    demo = mds["demo.yaml"]
     assert demo.spec.model.path == "kubechat:demo"
     assert demo.model_names == ["kubechat-demo"]
     assert demo.spec.model.trust_remote_code is True
     assert (demo.spec.resources.gpus, demo.spec.replicas) == (0, 2)
-    baichuan = mds["baichuan-13b-chat"]
+    assert mds["demo-cluster.yaml"].spec.replicas == 1
+    baichuan = mds["baichuan.yaml"]
     assert baichuan.spec.model.path == "baichuan-inc/Baichuan-13B-Chat"
     assert baichuan.spec.model.trust_remote_code is True
     assert baichuan.spec.model.dtype == "float16"
