@@ -64,6 +64,7 @@ def create_app(
     metrics.watch_discovery(
         lambda: {m: len(view.workers(m)) for m in view.models()},
         router.in_flight,
+        lambda: {s.record.name: s.heartbeat_age for s in view.all_workers()},
     )
     state: dict[str, Any] = {}
 

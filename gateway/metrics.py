@@ -17,10 +17,14 @@ class _LiveCollector(Collector):
     """Live workers per model and in-flight per worker, read from discovery at scrape time."""
 
     def __init__(
-        self, live_per_model: Callable[[], dict[str, int]], in_flight: Callable[[], dict[str, int]]
+        self,
+        live_per_model: Callable[[], dict[str, int]],
+        in_flight: Callable[[], dict[str, int]],
+        heartbeat_ages: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self._live = live_per_model
         self._in_flight = in_flight
+        self._ages = heartbeat_ages
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         live = GaugeMetricFamily(
@@ -39,6 +43,15 @@ class _LiveCollector(Collector):
         for worker, n in sorted(self._in_flight().items()):
             busy.add_metric([worker], n)
         yield busy
+        if self._ages is not None:
+            ages = GaugeMetricFamily(
+                "kubechat_gateway_worker_heartbeat_age_seconds",
+                "Seconds since each known worker last renewed its lease (live or not)",
+                labels=["worker"],
+            )
+            for worker, age in sorted(self._ages().items()):
+                ages.add_metric([worker], age)
+            yield ages
 
 
 class GatewayMetrics:
@@ -81,7 +94,10 @@ class GatewayMetrics:
         )
 
     def watch_discovery(
-        self, live_per_model: Callable[[], dict[str, int]], in_flight: Callable[[], dict[str, int]]
+        self,
+        live_per_model: Callable[[], dict[str, int]],
+        in_flight: Callable[[], dict[str, int]],
+        heartbeat_ages: Callable[[], dict[str, float]] | None = None,
     ) -> None:
-        """Export discovery's view (live workers, in-flight) on every scrape."""
-        self.registry.register(_LiveCollector(live_per_model, in_flight))
+        """Export discovery's view (live workers, in-flight, lease ages) on every scrape."""
+        self.registry.register(_LiveCollector(live_per_model, in_flight, heartbeat_ages))
