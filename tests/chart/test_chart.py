@@ -1,0 +1,332 @@
+"""The Helm chart: lints strictly, renders valid Kubernetes objects, and says what it promises."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from kubechat.operator.pods import COMMON_LABELS, WORKER_PORT
+from tests.chart.chart_tools import (
+    ALL_ON_VALUES,
+    CHART,
+    NAMESPACE,
+    REPO,
+    arg_value,
+    find,
+    helm,
+    one,
+    pod_specs,
+    render,
+    render_text,
+)
+from tests.support.kube_crds import load_crd, served_versions
+from tests.support.kube_schema import apply_defaults, validation_errors
+
+# The oldest and newest Kubernetes versions the chart supports (Chart.yaml kubeVersion: >=1.29).
+KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
+CUSTOM_GROUPS = ("kubechat.dev/", "monitoring.coreos.com/")
+
+
+def test_crd_in_chart_is_identical_to_top_level_crd() -> None:
+    chart_crds = sorted(p.name for p in (CHART / "crds").iterdir())
+    assert chart_crds == ["modeldeployment.yaml"]
+    top = (REPO / "crds" / "modeldeployment.yaml").read_bytes()
+    assert (CHART / "crds" / "modeldeployment.yaml").read_bytes() == top
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON_VALUES], ids=["defaults", "all-on"])
+def test_helm_lint_strict(values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
+    out = helm(*args).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("which", ["defaults", "all-on"])
+def test_every_manifest_validates_strictly(which: str, version: str, request) -> None:
+    docs = request.getfixturevalue("default_docs" if which == "defaults" else "all_on_docs")
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith(CUSTOM_GROUPS):
+            continue  # no bundled schema: checked against their CRDs/tools below
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked += 1
+    assert checked >= 15
+
+
+def test_model_deployments_from_values_match_the_crd(all_on_docs: list[dict]) -> None:
+    (served,) = served_versions(load_crd(CHART / "crds" / "modeldeployment.yaml"))
+    mds = find(all_on_docs, "ModelDeployment")
+    assert [m["metadata"]["name"] for m in mds] == ["demo", "baichuan-13b-chat"]
+    for md in mds:
+        assert md["metadata"]["namespace"] == "models"
+        assert validation_errors(apply_defaults(md, served.schema), served.schema) == []
+    assert mds[0]["metadata"]["labels"]["tier"] == "test"
+
+
+def test_crd_rejects_a_broken_model_deployment_from_values() -> None:
+    (served,) = served_versions(load_crd(CHART / "crds" / "modeldeployment.yaml"))
+    (md,) = render(
+        sets=(
+            "modelDeployments[0].name=bad",
+            "modelDeployments[0].spec.replicas=-1",
+            "modelDeployments[0].spec.model.path=x",
+        ),
+        namespace=NAMESPACE,
+    )[-1:]
+    assert md["kind"] == "ModelDeployment"
+    assert any("replicas" in e for e in validation_errors(md, served.schema))
+
+
+@pytest.mark.parametrize("which", ["defaults", "all-on"])
+def test_every_pod_is_non_root_read_only_and_bounded(which: str, request) -> None:
+    docs = request.getfixturevalue("default_docs" if which == "defaults" else "all_on_docs")
+    specs = pod_specs(docs)
+    assert sorted(name.rsplit("-", 1)[1] for name in specs) == ["gateway", "operator", "ui"]
+    for name, spec in specs.items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] >= 10000, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, name
+            assert ctx["allowPrivilegeEscalation"] is False, name
+            assert ctx["capabilities"]["drop"] == ["ALL"], name
+            assert set(container["resources"]) == {"requests", "limits"}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+            # A read-only root needs a writable /tmp for Python, Gradio and kopf.
+            assert "/tmp" in [m["mountPath"] for m in container["volumeMounts"]], name
+
+
+def test_image_is_pinned_by_digest_when_given(all_on_docs: list[dict]) -> None:
+    for spec in pod_specs(all_on_docs).values():
+        assert spec["containers"][0]["image"].startswith("ghcr.io/kubechat/kubechat@sha256:")
+    operator = one(all_on_docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    args = operator["containers"][0]["args"]
+    assert arg_value(args, "--worker-image") == operator["containers"][0]["image"]
+
+
+def test_operator_gives_workers_the_account_the_chart_made(all_on_docs: list[dict]) -> None:
+    operator = one(all_on_docs, "Deployment", "-operator")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "operator"
+    sa_name = arg_value(container["args"], "--worker-service-account")
+    assert sa_name == "llm-worker"
+    accounts = [d for d in find(all_on_docs, "ServiceAccount") if d["metadata"]["name"] == sa_name]
+    assert sorted(a["metadata"]["namespace"] for a in accounts) == ["models", "models-b"]
+    for binding in find(all_on_docs, "RoleBinding", "-worker"):
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": sa_name,
+                "namespace": binding["metadata"]["namespace"],
+            }
+        ]
+
+
+def _rules(role: dict) -> dict[tuple[str, str], set[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+def test_rbac_is_least_privilege(default_docs: list[dict]) -> None:
+    worker = _rules(one(default_docs, "Role", "-worker"))
+    assert worker == {
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch", "delete"},
+        ("", "pods"): {"get"},
+    }
+    discovery = _rules(one(default_docs, "Role", "-discovery"))
+    assert discovery == {
+        ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"},
+    }
+    # By default the operator manages its own namespace only: a Role, no cluster-wide writes.
+    operator = _rules(one(default_docs, "Role", "-operator"))
+    assert operator[("", "pods")] == {"get", "list", "watch", "create", "delete"}
+    assert operator[("kubechat.dev", "modeldeployments/status")] == {"get", "patch"}
+    assert not find(default_docs, "ClusterRole", "-operator")
+    (cluster,) = find(default_docs, "ClusterRole")
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in cluster["rules"])
+    for role in find(default_docs, "Role") + find(default_docs, "ClusterRole"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]
+            assert "secrets" not in rule["resources"], role["metadata"]
+
+
+def test_cluster_wide_operator_uses_a_cluster_role(all_on_docs: list[dict]) -> None:
+    role = _rules(one(all_on_docs, "ClusterRole", "-operator"))
+    assert role[("", "pods")] == {"get", "list", "watch", "create", "delete"}
+    args = one(all_on_docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    assert arg_value(args["args"], "--namespace") is None  # all namespaces
+
+
+def test_network_policy_admits_only_gateway_ui_and_scrapers_to_workers(
+    default_docs: list[dict],
+) -> None:
+    policy = one(default_docs, "NetworkPolicy", "-workers")
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    # The operator's worker pods carry these labels, so the policy selects them.
+    assert selector.items() <= COMMON_LABELS.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": WORKER_PORT, "protocol": "TCP"}]
+    components = [
+        p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+        for p in rule["from"]
+        if "podSelector" in p
+    ]
+    assert components == ["gateway", "ui"]
+    gateway_pods = one(default_docs, "Deployment", "-gateway")["spec"]["template"]["metadata"]
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= gateway_pods["labels"].items()
+    scrapers = [p for p in rule["from"] if "podSelector" not in p]
+    assert scrapers == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    operator = one(default_docs, "NetworkPolicy", "-operator")
+    assert "ingress" not in operator["spec"]  # deny all ingress
+
+
+def test_gateway_requires_api_keys_from_its_secret(all_on_docs: list[dict]) -> None:
+    secret = one(all_on_docs, "Secret", "-api-keys")
+
+    keys = base64.b64decode(secret["data"]["api-keys"]).decode().splitlines()
+    assert keys == ["sk-first-key", "sk-second-key"]
+    spec = one(all_on_docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    key_file = arg_value(container["args"], "--api-key-file")
+    mount = next(m for m in container["volumeMounts"] if key_file.startswith(m["mountPath"]))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert key_file.rsplit("/", 1)[1] in secret["data"]
+    assert "--protect-metrics" in container["args"]
+    assert arg_value(container["args"], "--lease-store") == "kubernetes:models"
+
+
+def test_default_gateway_generates_a_key() -> None:
+    (secret,) = [d for d in render() if d["kind"] == "Secret"]
+
+    (key,) = base64.b64decode(secret["data"]["api-keys"]).decode().splitlines()
+    assert key.startswith("sk-kubechat-") and len(key) > 40
+
+
+def test_ingresses_serve_tls_for_gateway_and_ui(all_on_docs: list[dict]) -> None:
+    hosts = {}
+    for ingress in find(all_on_docs, "Ingress"):
+        (tls,) = ingress["spec"]["tls"]
+        (rule,) = ingress["spec"]["rules"]
+        assert tls["hosts"] == [rule["host"]]
+        backend = rule["http"]["paths"][0]["backend"]["service"]["name"]
+        hosts[rule["host"]] = backend
+        one(all_on_docs, "Service", backend[len("kc-kubechat") :])
+    assert hosts == {"api.example.com": "kc-kubechat-gateway", "chat.example.com": "kc-kubechat-ui"}
+
+
+def test_gateway_pdb_and_monitors(all_on_docs: list[dict]) -> None:
+    pdb = one(all_on_docs, "PodDisruptionBudget", "-gateway")
+    assert pdb["spec"]["minAvailable"] == 2
+    monitor = one(all_on_docs, "ServiceMonitor")
+    service = one(all_on_docs, "Service", "-gateway")
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    pod_monitor = one(all_on_docs, "PodMonitor")
+    assert pod_monitor["spec"]["namespaceSelector"]["matchNames"] == ["models", "models-b"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= COMMON_LABELS.items()
+    assert pod_monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_prometheus_rule_carries_the_shipped_alert_file(all_on_docs: list[dict]) -> None:
+    rule = one(all_on_docs, "PrometheusRule")
+    shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    assert rule["spec"] == shipped
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {"KubechatNoLiveWorker", "KubechatHighErrorRatio", "KubechatHeartbeatLost"}
+
+
+def test_dashboard_config_map_is_labelled_for_grafana(all_on_docs: list[dict]) -> None:
+    cm = one(all_on_docs, "ConfigMap", "-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    dashboard = json.loads(cm["data"]["kubechat.json"])
+    assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
+    assert dashboard["uid"] == "kubechat-overview"
+
+
+def test_options_off_render_less(default_docs: list[dict]) -> None:
+    kinds = {d["kind"] for d in default_docs}
+    assert not kinds & {
+        "Ingress",
+        "ServiceMonitor",
+        "PodMonitor",
+        "PrometheusRule",
+        "ModelDeployment",
+    }
+    docs = render(
+        sets=(
+            "ui.enabled=false",
+            "gateway.enabled=false",
+            "networkPolicy.enabled=false",
+            "grafana.dashboard.enabled=false",
+        )
+    )
+    assert sorted(pod_specs(docs)) == ["kc-kubechat-operator"]
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("gateway.replicas=-1", "/gateway/replicas"),
+        ("operator.replicas=2", "/operator/replicas"),
+        ("gateway.auth.keys[0]=short", "/gateway/auth/keys/0"),
+        ("ui.modelListMode=sometimes", "/ui/modelListMode"),
+        ("gateway.tyop=1", "tyop"),
+        ("workers.serviceAccount.name=Not_A_Name", "/workers/serviceAccount/name"),
+    ],
+)
+def test_values_schema_rejects_bad_values(setting: str, complaint: str) -> None:
+    result = helm("template", "kc", str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_notes_tell_how_to_reach_endpoint_ui_and_dashboard() -> None:
+    out = helm("install", "kc", str(CHART), "--namespace", NAMESPACE, "--dry-run=client").stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert "kubectl port-forward -n chat svc/kc-kubechat-gateway 8000:80" in notes
+    assert "OPENAI_BASE_URL=http://127.0.0.1:8000/v1" in notes
+    assert "secret -n chat kc-kubechat-api-keys" in notes
+    assert "svc/kc-kubechat-ui 7860:80" in notes
+    assert "kc-kubechat-dashboard" in notes
+    with_ingress = helm(
+        "install",
+        "kc",
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        "--values",
+        str(ALL_ON_VALUES),
+    ).stdout.split("NOTES:", 1)[1]
+    assert "OPENAI_BASE_URL=https://api.example.com/v1" in with_ingress
+    assert "https://chat.example.com/" in with_ingress
+
+
+def test_rendered_text_has_no_empty_documents() -> None:
+    text = render_text(ALL_ON_VALUES)
+    assert "\n---\n---" not in text
+    assert all(doc for doc in yaml.safe_load_all(text))
