@@ -68,18 +68,22 @@ def pod_is_ready(pod: dict[str, Any]) -> bool:
 
 
 class KubernetesLeaseStore:
-    """Leases in ``namespace`` (default: this pod's); a LeaseWriter and a WorkerSource."""
+    """Leases in ``namespace`` (default: this pod's); a LeaseWriter and a WorkerSource.
+
+    ``api_client``: an official ``kubernetes`` client (default: in-cluster, else the kubeconfig);
+    ``pod_name``: the worker's pod, owner of its Lease (default: $POD_NAME).
+    """
 
     def __init__(
         self,
         namespace: str | None = None,
         *,
-        api: kubernetes.client.ApiClient | None = None,
+        api_client: kubernetes.client.ApiClient | None = None,
         relist_seconds: float = 10.0,
         pod_name: str | None = None,
     ) -> None:
         self.namespace = namespace or current_namespace()
-        self._api = api
+        self._api = api_client
         self.relist_seconds = relist_seconds
         self.pod_name = pod_name or os.environ.get("POD_NAME")
         self._owner: dict[str, Any] | None = None
@@ -242,4 +246,3 @@ class KubernetesLeaseStore:
                 table.pop(name, None)
             else:
                 table[name] = obj
-

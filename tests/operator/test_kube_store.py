@@ -1,0 +1,163 @@
+"""The Kubernetes lease store against the API emulator: a worker's Lease (owned by its pod,
+labelled with its deployment) and discovery that joins Leases with their pods' readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import kubernetes
+import kubernetes_validate
+import pytest
+
+from kubechat.discovery.kube_store import KubernetesLeaseStore
+from kubechat.discovery.live import LiveView
+from kubechat.discovery.records import WorkerRecord
+
+
+def make_pod(api: kubernetes.client.ApiClient, name: str, deployment: str) -> dict:
+    core = kubernetes.client.CoreV1Api(api)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"kubechat.dev/deployment": deployment}},
+        "spec": {"containers": [{"name": "worker", "image": "kubechat"}]},
+    }
+    return api.sanitize_for_serialization(core.create_namespaced_pod("default", body))
+
+
+def set_ready(api: kubernetes.client.ApiClient, name: str, ready: bool) -> None:
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
+        name, "default", {"status": {"phase": "Running", "conditions": [condition]}}
+    )
+
+
+def record(name: str, deployment: str, **kw) -> WorkerRecord:
+    fields = {
+        "name": name,
+        "deployment": deployment,
+        "models": ("m",),
+        "address": f"http://{name}:8000",
+        "ready": True,
+        "draining": False,
+        "in_flight": 0,
+        "queued": 0,
+        "capacity": 4,
+        "renew_time": time.time(),
+        "lease_duration": 3.0,
+        **kw,
+    }
+    return WorkerRecord(**fields)
+
+
+def until(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"not true after {timeout}s"
+        time.sleep(0.05)
+    return result
+
+
+def test_worker_lease_is_owned_by_its_pod_and_replaced_on_renewal(api) -> None:
+    pod = make_pod(api, "w1-pod", "store-a")
+    store = KubernetesLeaseStore("default", api_client=api, pod_name="w1-pod")
+    leases = kubernetes.client.CoordinationV1Api(api)
+
+    store.publish(record("w1-pod", "store-a", renew_time=1_800_000_000.0))
+    store.publish(record("w1-pod", "store-a", renew_time=1_800_000_002.0, in_flight=2))
+    lease = api.sanitize_for_serialization(leases.read_namespaced_lease("w1-pod", "default"))
+    assert lease["metadata"]["labels"]["kubechat.dev/deployment"] == "store-a"
+    (owner,) = lease["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Pod", "w1-pod", pod["metadata"]["uid"])
+    kubernetes_validate.validate(lease, "1.34.0", strict=True)
+    again = WorkerRecord.from_lease(lease)
+    assert (again.renew_time, again.in_flight) == (1_800_000_002.0, 2)
+
+    store.remove("w1-pod")
+    store.remove("w1-pod")  # already gone: no error
+    with pytest.raises(kubernetes.client.ApiException) as missing:
+        leases.read_namespaced_lease("w1-pod", "default")
+    assert missing.value.status == 404
+
+
+def test_lease_goes_with_its_pod(api) -> None:
+    make_pod(api, "w2-pod", "store-b")
+    KubernetesLeaseStore("default", api_client=api, pod_name="w2-pod").publish(
+        record("w2-pod", "store-b")
+    )
+    kubernetes.client.CoreV1Api(api).delete_namespaced_pod("w2-pod", "default")
+    leases = kubernetes.client.CoordinationV1Api(api)
+    until(
+        lambda: (
+            not leases.list_namespaced_lease(
+                "default", label_selector="kubechat.dev/deployment=store-b"
+            ).items
+        )
+    )
+
+
+async def test_discovery_joins_pod_readiness_and_follows_changes(api) -> None:
+    for name in ("r1", "r2"):
+        make_pod(api, name, "store-c")
+        KubernetesLeaseStore("default", api_client=api, pod_name=name).publish(
+            record(name, "store-c", lease_duration=30.0)
+        )
+    set_ready(api, "r1", True)
+    reader = KubernetesLeaseStore("default", api_client=api, relist_seconds=2.0)
+    view = LiveView(reader)
+    await view.start()
+    try:
+
+        async def live() -> list[str]:
+            return [r.name for r in view.workers() if r.deployment == "store-c"]
+
+        async def wait_for(names: list[str]) -> None:
+            deadline = time.monotonic() + 10
+            while await live() != names:
+                assert time.monotonic() < deadline, f"{await live()} != {names}"
+                await asyncio.sleep(0.05)
+
+        # r2's lease says ready but its pod is not Ready: not routable
+        await wait_for(["r1"])
+        statuses = {s.record.name: s.reason for s in view.all_workers()}
+        assert statuses["r2"] == "not ready"
+        set_ready(api, "r2", True)
+        await wait_for(["r1", "r2"])
+        set_ready(api, "r1", False)
+        await wait_for(["r2"])
+        kubernetes.client.CoordinationV1Api(api).delete_namespaced_lease("r2", "default")
+        await wait_for([])
+    finally:
+        await view.stop()
+
+
+async def test_a_worker_that_stops_renewing_leaves_within_its_lease_duration(api) -> None:
+    make_pod(api, "s1", "store-d")
+    set_ready(api, "s1", True)
+    writer = KubernetesLeaseStore("default", api_client=api, pod_name="s1")
+    writer.publish(record("s1", "store-d", lease_duration=1.0))
+    reader = KubernetesLeaseStore("default", api_client=api, relist_seconds=30.0)
+    view = LiveView(reader)
+    await view.start()
+    try:
+        assert [r.name for r in view.workers() if r.deployment == "store-d"] == ["s1"]
+        await asyncio.sleep(1.3)  # no renewal, no API event: the lease expired all the same
+        assert [r.name for r in view.workers() if r.deployment == "store-d"] == []
+        statuses = {s.record.name: s.reason for s in view.all_workers()}
+        assert statuses["s1"].startswith("heartbeat lost")
+    finally:
+        await view.stop()
+
+
+def test_draining_worker_is_not_routable(api) -> None:
+    make_pod(api, "d1", "store-e")
+    set_ready(api, "d1", True)
+    KubernetesLeaseStore("default", api_client=api, pod_name="d1").publish(
+        record("d1", "store-e", draining=True)
+    )
+    reader = KubernetesLeaseStore("default", api_client=api)
+    reader.refresh()
+    (mine,) = [r for r in reader.snapshot() if r.deployment == "store-e"]
+    assert (mine.ready, mine.draining) == (True, True)
+    assert LiveView(reader).workers() == []
