@@ -82,26 +82,33 @@ def prompts(n: int) -> list[str]:
 
 
 async def one_request(
-    client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    ignore_eos: bool = True,
 ) -> RequestResult:
-    """Stream one chat completion and time it."""
+    """Stream one chat completion and time it (``ignore_eos``: vLLM's and kubechat's extension,
+    refused by servers that do not know it)."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,
-        "ignore_eos": True,
         "stream_options": {"include_usage": True},
     }
+    if ignore_eos:
+        body["ignore_eos"] = True
     started = time.perf_counter()
     last = None
     result = RequestResult(ok=False)
     try:
         async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
             if r.status_code != 200:
-                await r.aread()
-                result.error = f"HTTP {r.status_code}"
+                detail = (await r.aread())[:200].decode("utf-8", "replace")
+                result.error = f"HTTP {r.status_code}: {detail}"
                 return result
             async for line in r.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
@@ -119,6 +126,8 @@ async def one_request(
                     else:
                         result.chunk_gaps.append(now - last)
                     last = now
+        if not result.output_tokens:  # no usage in the stream: one chunk per token
+            result.output_tokens = len(result.chunk_gaps) + (result.ttft is not None)
         result.ok = True
     except httpx.HTTPError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
@@ -126,7 +135,13 @@ async def one_request(
 
 
 async def run(
-    url: str, model: str, *, concurrency: int, requests: int, max_tokens: int
+    url: str,
+    model: str,
+    *,
+    concurrency: int,
+    requests: int,
+    max_tokens: int,
+    ignore_eos: bool = True,
 ) -> RunResult:
     """Keep ``concurrency`` requests in flight until ``requests`` have finished."""
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
@@ -141,7 +156,9 @@ async def run(
         async def user() -> None:
             while not queue.empty():
                 prompt = queue.get_nowait()
-                results.append(await one_request(client, url, model, prompt, max_tokens))
+                results.append(
+                    await one_request(client, url, model, prompt, max_tokens, ignore_eos)
+                )
 
         started = time.perf_counter()
         await asyncio.gather(*(user() for _ in range(concurrency)))
