@@ -1,0 +1,241 @@
+"""Reconcile passes against the API emulator: what lands in the cluster, the status and the
+events, with pods made Ready (or failed) by hand and leases written as workers write them.
+
+A new Controller for each pass plays an operator restarted between passes: nothing may depend
+on memory of earlier passes.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from kubechat.discovery.kube_store import KubernetesLeaseStore
+from kubechat.discovery.records import WorkerRecord
+from kubechat.operator.controller import Controller, ControllerSettings
+from kubechat.operator.kube import Cluster
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo-cluster.yaml"
+GROUP, VERSION, PLURAL = "kubechat.dev", "v1alpha1", "modeldeployments"
+
+
+class Events(list):
+    """Events the controller posts: (type, reason, message)."""
+
+    def __call__(self, body, kind: str, reason: str, message: str) -> None:
+        self.append((kind, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self]
+
+
+def create_md(api, name: str, replicas: int, **spec) -> None:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"] = {"name": name}
+    body["spec"]["replicas"] = replicas
+    body["spec"].update(spec)
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, body
+    )
+
+
+def read_md(api, name: str) -> dict:
+    return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, name
+    )
+
+
+def patch_spec(api, name: str, spec: dict) -> None:
+    kubernetes.client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, name, {"spec": spec}
+    )
+
+
+def reconcile(api, name: str, events: Events | None = None) -> dict:
+    """One pass by a freshly started operator."""
+    controller = Controller(
+        Cluster(api), ControllerSettings(lease_grace=60), events if events is not None else Events()
+    )
+    return controller.reconcile(read_md(api, name))
+
+
+def pods(api, name: str) -> dict[str, dict]:
+    items = Cluster(api).worker_pods("default", name)
+    return {p["metadata"]["name"]: p for p in items}
+
+
+def serve(api, pod: str, deployment: str, *, lease_age: float = 0.0) -> None:
+    """Play a worker that loaded its model: pod Ready, lease renewed ``lease_age`` s ago."""
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod,
+        "default",
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.9",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+    )
+    record = WorkerRecord(
+        name=pod,
+        deployment=deployment,
+        models=("kubechat-demo",),
+        address="http://10.0.0.9:8000",
+        ready=True,
+        draining=False,
+        in_flight=0,
+        queued=0,
+        capacity=4,
+        renew_time=time.time() - lease_age,
+        lease_duration=6.0,
+    )
+    KubernetesLeaseStore("default", api_client=api, pod_name=pod).publish(record)
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def test_create_and_scale_are_idempotent_across_restarts(api) -> None:
+    create_md(api, "scale", 2)
+    events = Events()
+    reconcile(api, "scale", events)
+    reconcile(api, "scale", events)
+    created = pods(api, "scale")
+    assert len(created) == 2, "a second pass (a restarted operator) creates nothing more"
+    assert events.reasons().count("CreatedPod") == 2
+    md = read_md(api, "scale")
+    for pod in created.values():
+        (owner,) = pod["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("ModelDeployment", md["metadata"]["uid"])
+
+    status = reconcile(api, "scale")
+    assert (status["phase"], status["readyReplicas"]) == ("Pending", 0)
+    for name in created:
+        serve(api, name, "scale")
+    status = reconcile(api, "scale")
+    assert (status["phase"], status["replicas"], status["readyReplicas"]) == ("Running", 2, 2)
+    assert condition(status, "Available")["status"] == "True"
+    assert status["selector"] == "kubechat.dev/deployment=scale"
+    assert {w["pod"] for w in status["workers"]} == set(created)
+    assert read_md(api, "scale")["status"]["observedGeneration"] == md["metadata"]["generation"]
+
+    patch_spec(api, "scale", {"replicas": 1})
+    reconcile(api, "scale")
+    assert len(pods(api, "scale")) == 1
+    cluster = Cluster(api)
+    assert cluster.delete_workers("default", "scale") >= 1
+    assert cluster.worker_pods("default", "scale") == []
+    assert cluster.worker_leases("default", "scale") == {}
+
+
+def test_rolling_update_survives_restarts_without_duplicates_or_losing_ready_workers(api) -> None:
+    create_md(api, "roll", 2)
+    reconcile(api, "roll")
+    old = set(pods(api, "roll"))
+    for name in old:
+        serve(api, name, "roll")
+    reconcile(api, "roll")
+    patch_spec(api, "roll", {"worker": {"env": {"ROLL": "1"}}})
+
+    generation = read_md(api, "roll")["metadata"]["generation"]
+    for _ in range(12):
+        status = reconcile(api, "roll")
+        reconcile(api, "roll")  # a restart right after the pass changes nothing
+        current = pods(api, "roll")
+        assert len(current) <= 3, "one surge pod at a time"
+        ready = [n for n, p in current.items() if (p.get("status") or {}).get("podIP")]
+        assert len(ready) >= 2, "ready workers never drop below the replicas"
+        if not set(current) & old and status["phase"] == "Running":
+            break
+        if status["phase"] != "Running":
+            assert condition(status, "Progressing")["reason"] == "RollingUpdate"
+        for name in set(current) - set(ready):  # the new pod loads its model
+            serve(api, name, "roll")
+    else:
+        pytest.fail(f"the roll did not finish: {sorted(current)}")
+    assert len(current) == 2
+    assert status["observedGeneration"] == generation
+    assert condition(status, "Progressing")["status"] == "False"
+    Cluster(api).delete_workers("default", "roll")
+
+
+def test_ready_pod_with_a_stale_lease_is_replaced(api) -> None:
+    create_md(api, "stale", 1)
+    reconcile(api, "stale")
+    (hung,) = pods(api, "stale")
+    serve(api, hung, "stale", lease_age=60)
+    events = Events()
+    status = reconcile(api, "stale", events)
+    assert condition(status, "HeartbeatLost")["status"] == "True"
+    assert hung in condition(status, "HeartbeatLost")["message"]
+    assert ("Warning", "HeartbeatLost") in [(k, r) for k, r, _ in events]
+    (replacement,) = pods(api, "stale")
+    assert replacement != hung
+    serve(api, replacement, "stale")
+    status = reconcile(api, "stale")
+    assert condition(status, "HeartbeatLost")["status"] == "False"
+    assert status["phase"] == "Running"
+    Cluster(api).delete_workers("default", "stale")
+
+
+def test_a_worker_that_cannot_load_its_model_shows_model_load_failed(api) -> None:
+    create_md(api, "broken", 1)
+    reconcile(api, "broken")
+    (pod,) = pods(api, "broken")
+    exited = {"terminated": {"exitCode": 1, "message": "no such model"}}
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod,
+        "default",
+        {
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {
+                        "name": "worker",
+                        "image": "kubechat",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 2,
+                        "lastState": exited,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    }
+                ],
+            }
+        },
+    )
+    events = Events()
+    status = reconcile(api, "broken", events)
+    reconcile(api, "broken", events)
+    assert status["phase"] == "Failed"
+    failed = condition(status, "ModelLoadFailed")
+    assert failed["status"] == "True" and "no such model" in failed["message"]
+    assert events.reasons().count("ModelLoadFailed") == 1, "one event per transition"
+    Cluster(api).delete_workers("default", "broken")
+
+
+def test_invalid_spec_is_a_condition_and_touches_nothing(api) -> None:
+    create_md(api, "invalid", 1, resources={"gpus": 0, "maxGpuMemory": "20GiB"})
+    events = Events()
+    status = reconcile(api, "invalid", events)
+    reconcile(api, "invalid", events)
+    assert pods(api, "invalid") == {}
+    assert status["phase"] == "Failed"
+    invalid = condition(read_md(api, "invalid")["status"], "InvalidSpec")
+    assert invalid["status"] == "True"
+    assert "spec.resources.maxGpuMemory" in invalid["message"]
+    assert events.reasons() == ["InvalidSpec"], "one Warning, not one per pass"
+
+    body = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text())["spec"])
+    patch_spec(api, "invalid", {"resources": body["resources"] | {"maxGpuMemory": None}})
+    status = reconcile(api, "invalid")
+    assert condition(status, "InvalidSpec")["status"] == "False"
+    assert len(pods(api, "invalid")) == 1
+    Cluster(api).delete_workers("default", "invalid")
