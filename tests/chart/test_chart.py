@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
+import importlib
 import json
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubechat.cli import COMMANDS
 from kubechat.operator.pods import COMMON_LABELS, WORKER_PORT
 from tests.chart.chart_tools import (
     ALL_ON_VALUES,
@@ -330,3 +333,17 @@ def test_rendered_text_has_no_empty_documents() -> None:
     text = render_text(ALL_ON_VALUES)
     assert "\n---\n---" not in text
     assert all(doc for doc in yaml.safe_load_all(text))
+
+
+@pytest.mark.parametrize("which", ["defaults", "all-on"])
+def test_every_role_accepts_the_arguments_the_chart_gives_it(which: str, request) -> None:
+    docs = request.getfixturevalue("default_docs" if which == "defaults" else "all_on_docs")
+    for name, spec in pod_specs(docs).items():
+        role, *args = spec["containers"][0]["args"]
+        assert name.endswith(f"-{role}")
+        parser = argparse.ArgumentParser(prog=f"kubechat {role}", exit_on_error=False)
+        importlib.import_module(COMMANDS[role][0]).configure(parser)
+        parsed = parser.parse_args(args)  # an unknown flag or a bad value raises
+        if role != "operator":
+            assert parsed.host == "0.0.0.0"
+            assert parsed.port == spec["containers"][0]["ports"][0]["containerPort"]
