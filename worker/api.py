@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,10 +25,20 @@ from .state import WorkerState
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE_SECONDS = 5.0
+KEEPALIVE = ": keep-alive\n\n"
 
 
-def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
-    """Build the FastAPI app over a worker state (which may still be loading)."""
+def create_app(
+    state: WorkerState,
+    max_body_bytes: int = 4 * 1024 * 1024,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> FastAPI:
+    """Build the FastAPI app over a worker state (which may still be loading).
+
+    A stream silent for ``keepalive_seconds`` (waiting for its turn in a busy engine) gets an
+    SSE comment line, which clients ignore, so that no proxy's idle timeout cuts a healthy stream.
+    """
     app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(HeaderLimit)
@@ -108,7 +119,7 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
 
             async def events():
                 try:
-                    async for event in serving.stream(job):
+                    async for event in with_keepalive(serving.stream(job), keepalive_seconds):
                         yield event
                 finally:
                     slot.release()
@@ -131,6 +142,29 @@ def create_app(state: WorkerState, max_body_bytes: int = 4 * 1024 * 1024) -> Fas
         return JSONResponse(result)
 
     return app
+
+
+async def with_keepalive(events: AsyncIterator[str], every: float) -> AsyncIterator[str]:
+    """Yield ``events``; after each ``every`` seconds without one, yield an SSE comment."""
+    source = aiter(events)
+    pending = asyncio.ensure_future(anext(source))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield KEEPALIVE
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            yield event
+            pending = asyncio.ensure_future(anext(source))
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await source.aclose()
 
 
 def _serving(state: WorkerState) -> Serving:
