@@ -1,0 +1,593 @@
+"""Fault scenarios on a local kubechat stack: the drivers shared by benchmarks/faults.py and the
+reliability tests.
+
+A ``LocalStack`` runs real ``kubechat worker`` processes and a ``kubechat gateway`` on one
+machine, sharing a local lease folder, with short lease settings so that faults show quickly.
+A scenario keeps a number of streaming clients busy against the gateway (closed loop: each client
+sends its next request when the previous one ends), injects one fault, and counts what every
+client saw. Nothing here imports the tests: a clone without tests/ can still run the benchmark.
+
+Outcome of each request, as a client sees it:
+- completed: the stream ended with ``finish_reason`` and ``[DONE]``;
+- failed: an HTTP error status, an error event in the stream, or a connection error — a clear
+  answer the client can act on;
+- lost: no answer at all within the client's deadline (a hang) — never acceptable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+MODEL = "kubechat-demo"
+PROMPT = "Which mountain is the second highest one in the world?"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kubechat(*args: str) -> list[str]:
+    """argv of the installed kubechat CLI, run by this interpreter."""
+    return [sys.executable, "-m", "kubechat.cli", *args]
+
+
+@dataclass
+class StackConfig:
+    """Shape and timings of a local stack (short leases so that faults show within seconds)."""
+
+    model_dir: Path
+    workdir: Path
+    workers: int = 2
+    limit: int = 16  # sequences per worker (--limit-worker-concurrency)
+    renew_interval: float = 0.5
+    lease_duration: float = 2.0
+    drain_grace: float = 20.0
+    first_chunk_timeout: float = 3.0
+    # Longest silence mid-stream before the gateway gives up. A serial-engine worker runs one
+    # sequence at a time, so a queued stream is silent until its turn: keep this above the
+    # longest queue wait (clients x max_tokens / tokens per second).
+    upstream_timeout: float = 8.0
+    startup_timeout: float = 180.0
+
+
+@dataclass
+class Proc:
+    """One process of the stack."""
+
+    name: str
+    argv: list[str]
+    url: str
+    ready_path: str
+    log: Path
+    popen: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        """The process id (the process must have been started)."""
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Whether the process is running."""
+        return self.popen is not None and self.popen.poll() is None
+
+
+class LocalStack:
+    """Workers and a gateway as local processes over one lease folder."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.leases = config.workdir / "leases"
+        self.gateway_port = free_port()
+        c = config
+        self.workers: dict[str, Proc] = {}
+        for i in range(c.workers):
+            name, port = f"fault-{i}", free_port()
+            argv = kubechat(
+                "worker",
+                "--model-path",
+                str(c.model_dir),
+                "--model-names",
+                MODEL,
+                "--trust-remote-code",
+                "--port",
+                str(port),
+                "--limit-worker-concurrency",
+                str(c.limit),
+                "--drain-grace",
+                str(c.drain_grace),
+                "--lease-store",
+                f"local:{self.leases}",
+                "--worker-name",
+                name,
+                "--lease-renew-interval",
+                str(c.renew_interval),
+                "--lease-duration",
+                str(c.lease_duration),
+            )
+            url = f"http://127.0.0.1:{port}"
+            self.workers[name] = Proc(name, argv, url, "/health/ready", c.workdir / f"{name}.log")
+        argv = kubechat(
+            "gateway",
+            "--port",
+            str(self.gateway_port),
+            "--lease-store",
+            f"local:{self.leases}",
+            "--first-chunk-timeout",
+            str(c.first_chunk_timeout),
+            "--upstream-timeout",
+            str(c.upstream_timeout),
+        )
+        self.gateway = Proc(
+            "gateway",
+            argv,
+            f"http://127.0.0.1:{self.gateway_port}",
+            "/health",
+            c.workdir / "gateway.log",
+        )
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL."""
+        return self.gateway.url
+
+    def start(self) -> None:
+        """Start every process and wait until the gateway routes to all workers."""
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn(self.gateway)
+        for w in self.workers.values():
+            self._spawn(w)
+        self._wait_ready(self.gateway)
+        for w in self.workers.values():
+            self._wait_ready(w)
+        self.wait_live(len(self.workers))
+
+    def ensure_workers(self) -> None:
+        """Restart any worker that is not running (after a kill), stopped ones continue."""
+        for w in self.workers.values():
+            if not w.alive():
+                self._spawn(w)
+        for w in self.workers.values():
+            self._wait_ready(w)
+        self.wait_live(len(self.workers))
+
+    def restart_gateway(self) -> float:
+        """SIGTERM the gateway, start a new one on the same port; seconds until it answers."""
+        t0 = time.monotonic()
+        self._terminate(self.gateway, grace=30)
+        self._spawn(self.gateway)
+        self._wait_ready(self.gateway)
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Stop everything (stopped processes are continued first so they can exit)."""
+        for p in [self.gateway, *self.workers.values()]:
+            if p.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGCONT)
+        for p in [self.gateway, *self.workers.values()]:
+            self._terminate(p, grace=5)
+
+    def live_workers(self) -> float:
+        """How many workers the gateway would route to now (its own gauge)."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return float("nan")
+        prefix = f'kubechat_gateway_live_workers{{model="{MODEL}"}}'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def retries(self) -> float:
+        """Requests the gateway has retried on another worker so far."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return 0.0
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kubechat_gateway_retries_total{")
+        )
+
+    def wait_live(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until the gateway sees ``count`` live workers."""
+        deadline = time.monotonic() + timeout
+        while self.live_workers() != count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the gateway does not see {count} live workers")
+            time.sleep(0.1)
+
+    def _spawn(self, p: Proc) -> None:
+        with open(p.log, "ab") as out:
+            p.popen = subprocess.Popen(
+                p.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+
+    def _wait_ready(self, p: Proc) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout
+        while True:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited; see {p.log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(p.url + p.ready_path, timeout=2).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{p.name} not ready; see {p.log}")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _terminate(p: Proc, grace: float) -> None:
+        if p.popen is None or p.popen.poll() is not None:
+            return
+        p.popen.send_signal(signal.SIGTERM)
+        try:
+            p.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait(5)
+
+
+# ---- clients --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one request's client saw."""
+
+    started: float
+    ended: float = 0.0
+    completed: bool = False
+    error: str | None = None  # None when completed, or when lost
+    lost: bool = False
+    worker: str | None = None
+
+
+def chat_body(max_tokens: int, seed: int) -> dict:
+    """A streamed chat request that generates exactly ``max_tokens`` tokens."""
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0.8,
+        "seed": seed,
+        "stream": True,
+    }
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, body: dict, deadline: float) -> Outcome:
+    """Send one streamed request; classify how it ended. Past ``deadline`` seconds it is lost."""
+    out = Outcome(started=time.monotonic())
+
+    async def consume() -> None:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            out.worker = r.headers.get("x-kubechat-worker")
+            if r.status_code != 200:
+                await r.aread()
+                out.error = f"HTTP {r.status_code}"
+                return
+            finished = False
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    break
+                event = json.loads(line[6:])
+                if "error" in event:
+                    out.error = "error event: " + str(event["error"].get("code"))
+                    return
+                if any(c.get("finish_reason") for c in event.get("choices", [])):
+                    finished = True
+            if finished:
+                out.completed = True
+            else:
+                out.error = "stream ended without finish_reason"
+
+    try:
+        await asyncio.wait_for(consume(), deadline)
+    except TimeoutError:
+        out.lost = True
+    except httpx.HTTPError as exc:
+        out.error = f"connection: {type(exc).__name__}"
+    out.ended = time.monotonic()
+    return out
+
+
+@dataclass
+class Report:
+    """Per-scenario figures."""
+
+    scenario: str
+    outcomes: list[Outcome]
+    retried: int
+    left_routing: float | None = None  # seconds from the fault until the gateway stopped routing
+    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        """Requests sent."""
+        return len(self.outcomes)
+
+    @property
+    def completed(self) -> int:
+        """Requests that completed."""
+        return sum(o.completed for o in self.outcomes)
+
+    @property
+    def failed(self) -> int:
+        """Requests that ended with a clear error (status, error event, connection error)."""
+        return sum(o.error is not None for o in self.outcomes)
+
+    @property
+    def lost(self) -> int:
+        """Requests with no answer within the client's deadline."""
+        return sum(o.lost for o in self.outcomes)
+
+    def errors(self) -> dict[str, int]:
+        """How many requests failed with each kind of error."""
+        kinds: dict[str, int] = {}
+        for o in self.outcomes:
+            if o.error:
+                kinds[o.error] = kinds.get(o.error, 0) + 1
+        return kinds
+
+    def line(self) -> str:
+        """One printable line of figures."""
+        routing = "-" if self.left_routing is None else f"{self.left_routing:.2f}s"
+        extra = "".join(f" {k}={v}" for k, v in self.notes.items())
+        return (
+            f"{self.scenario:<16} sent={self.sent:<4} completed={self.completed:<4} "
+            f"retried={self.retried:<3} failed_with_error={self.failed:<3} lost={self.lost:<2} "
+            f"left_routing={routing}{extra} errors={self.errors()}"
+        )
+
+
+async def closed_loop(
+    url: str,
+    *,
+    clients: int,
+    duration: float,
+    max_tokens: int,
+    fault_at: float,
+    fault: Callable[[], Awaitable[None]],
+    deadline: float = 90.0,
+    pause_after_error: float = 0.2,
+) -> list[Outcome]:
+    """``clients`` streaming clients send requests back to back for ``duration`` seconds;
+    ``fault()`` runs ``fault_at`` seconds in. Requests in flight at the end run to their end."""
+    outcomes: list[Outcome] = []
+    stop_at = time.monotonic() + duration
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients)
+    timeout = httpx.Timeout(connect=5.0, read=deadline, write=10.0, pool=10.0)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
+
+        async def user(i: int) -> None:
+            n = 0
+            while time.monotonic() < stop_at:
+                o = await stream_one(
+                    client, url, chat_body(max_tokens, seed=i * 1000 + n), deadline
+                )
+                outcomes.append(o)
+                n += 1
+                if not o.completed:
+                    await asyncio.sleep(pause_after_error)  # as a client backing off would
+
+        async def inject() -> None:
+            await asyncio.sleep(fault_at)
+            await fault()
+
+        await asyncio.gather(inject(), *(user(i) for i in range(clients)))
+    return outcomes
+
+
+async def time_until_unroutable(stack: LocalStack, before: float, limit: float) -> float | None:
+    """Seconds until the gateway routes to fewer than ``before`` workers (None: not within
+    ``limit`` seconds)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        live = await asyncio.to_thread(stack.live_workers)
+        if live == live and live < before:  # (nan while the gateway is away)
+            return time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    return None
+
+
+# ---- the scenarios --------------------------------------------------------------------------
+
+CLIENTS = 16
+
+
+async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 24) -> Report:
+    """SIGKILL a worker under 16 concurrent streams."""
+    victim = stack.workers["fault-0"]
+    retries0 = stack.retries()
+    left: dict[str, float | None] = {}
+
+    async def fault() -> None:
+        os.kill(victim.pid, signal.SIGKILL)
+        left["t"] = await time_until_unroutable(
+            stack, len(stack.workers), stack.config.lease_duration + 5
+        )
+
+    outcomes = await closed_loop(
+        stack.url,
+        clients=CLIENTS,
+        duration=duration,
+        max_tokens=max_tokens,
+        fault_at=duration / 3,
+        fault=fault,
+    )
+    return Report("kill -9", outcomes, int(stack.retries() - retries0), left.get("t"))
+
+
+async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 24) -> Report:
+    """SIGTERM a worker under 16 concurrent streams: it drains, then exits."""
+    victim = stack.workers["fault-0"]
+    retries0 = stack.retries()
+    info: dict[str, float | None] = {}
+
+    async def fault() -> None:
+        t0 = time.monotonic()
+        victim.popen.send_signal(signal.SIGTERM)
+        info["left"] = await time_until_unroutable(
+            stack, len(stack.workers), stack.config.lease_duration + 5
+        )
+        code = await asyncio.to_thread(victim.popen.wait, stack.config.drain_grace + 15)
+        info["exit_after"] = time.monotonic() - t0
+        info["exit_code"] = code
+
+    outcomes = await closed_loop(
+        stack.url,
+        clients=CLIENTS,
+        duration=duration,
+        max_tokens=max_tokens,
+        fault_at=duration / 3,
+        fault=fault,
+    )
+    exit_after = info.get("exit_after")
+    return Report(
+        "SIGTERM",
+        outcomes,
+        int(stack.retries() - retries0),
+        info.get("left"),
+        {
+            "exit_code": info.get("exit_code"),
+            "exited_after": None if exit_after is None else round(exit_after, 2),
+        },
+    )
+
+
+async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int = 24) -> Report:
+    """SIGSTOP a worker (a hung process: connections open, nothing answers), continue it later."""
+    victim = stack.workers["fault-0"]
+    retries0 = stack.retries()
+    left: dict[str, float | None] = {}
+    stopped_at: list[float] = []
+
+    async def fault() -> None:
+        os.kill(victim.pid, signal.SIGSTOP)
+        stopped_at.append(time.monotonic())
+        left["t"] = await time_until_unroutable(
+            stack, len(stack.workers), stack.config.lease_duration + 5
+        )
+
+    try:
+        outcomes = await closed_loop(
+            stack.url,
+            clients=CLIENTS,
+            duration=duration,
+            max_tokens=max_tokens,
+            fault_at=duration / 4,
+            fault=fault,
+        )
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    failed_at = [o.ended for o in outcomes if o.error]
+    cut = max(failed_at) - stopped_at[0] if failed_at and stopped_at else None
+    return Report(
+        "SIGSTOP",
+        outcomes,
+        int(stack.retries() - retries0),
+        left.get("t"),
+        {"last_failure_after": None if cut is None else round(cut, 2)},
+    )
+
+
+async def gateway_restart(
+    stack: LocalStack, *, duration: float = 12.0, max_tokens: int = 32
+) -> Report:
+    """Restart the gateway (SIGTERM, start again on the same port) under 16 streaming clients."""
+    window: dict[str, float] = {}
+    retries0 = stack.retries()
+
+    async def fault() -> None:
+        window["start"] = time.monotonic()
+        await asyncio.to_thread(stack.restart_gateway)
+        window["end"] = time.monotonic()
+
+    outcomes = await closed_loop(
+        stack.url,
+        clients=CLIENTS,
+        duration=duration,
+        max_tokens=max_tokens,
+        fault_at=duration / 3,
+        fault=fault,
+    )
+    start, end = window.get("start", 0.0), window.get("end", 0.0)
+    outside = [o for o in outcomes if o.error and not (start - 0.5 <= o.ended <= end + 1.0)]
+    return Report(
+        "gateway restart",
+        outcomes,
+        max(0, int(stack.retries() - retries0)),  # the counter restarts with the process
+        None,
+        {"window": round(end - start, 2), "errors_outside_window": len(outside)},
+    )
+
+
+async def burst(
+    url: str, *, requests: int, max_tokens: int = 16, headers: dict[str, str] | None = None
+) -> dict[str, int]:
+    """``requests`` streamed requests at once; how many got each status (429s must carry
+    Retry-After: those without are counted as ``429-no-retry-after``)."""
+    counts: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=requests + 4, max_keepalive_connections=requests)
+    async with httpx.AsyncClient(
+        timeout=120, limits=limits, trust_env=False, headers=headers
+    ) as client:
+
+        async def one(i: int) -> None:
+            async with client.stream(
+                "POST", f"{url}/v1/chat/completions", json=chat_body(max_tokens, seed=i)
+            ) as r:
+                await r.aread()
+                key = str(r.status_code)
+                if r.status_code == 429 and not r.headers.get("retry-after"):
+                    key = "429-no-retry-after"
+                counts[key] = counts.get(key, 0) + 1
+
+        await asyncio.gather(*(one(i) for i in range(requests)))
+    return counts
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    """Open file descriptors of a process."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+SCENARIOS = {
+    "kill9": kill_9,
+    "sigterm": sigterm,
+    "sigstop": sigstop,
+    "gateway-restart": gateway_restart,
+}

@@ -1,0 +1,122 @@
+"""Faults under load, end to end on real processes: two demo workers behind the gateway.
+
+The scenario drivers live in benchmarks/fault_scenarios.py (benchmarks/faults.py prints the same
+figures). Leases renew every 0.5 s and expire after 2 s; the gateway gives up on a silent worker
+after 3 s. Every request a client sends must end with a completion or a clear error: none lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks import fault_scenarios as fs
+
+pytestmark = pytest.mark.slow
+
+MID_STREAM_FAILURE = "error event: upstream_failed"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[fs.LocalStack]:
+    s = fs.LocalStack(fs.StackConfig(demo_model_dir, tmp_path_factory.mktemp("faults")))
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def full_stack(stack: fs.LocalStack) -> fs.LocalStack:
+    """The stack with every worker running and routable (a previous test may have killed one)."""
+    stack.ensure_workers()
+    return stack
+
+
+def test_kill_9_ends_its_streams_with_an_error_and_loses_nothing(full_stack) -> None:
+    report = asyncio.run(fs.kill_9(full_stack))
+    print(report.line())
+    assert report.lost == 0
+    assert report.completed + report.failed == report.sent
+    # the streams on the killed worker, and only those, end with an error event
+    assert 1 <= report.failed <= fs.CLIENTS
+    assert set(report.errors()) == {MID_STREAM_FAILURE}
+    # requests sent to it before its lease expired were retried on the survivor
+    assert report.retried >= 1
+    assert report.left_routing is not None
+    assert report.left_routing <= full_stack.config.lease_duration + 1.0
+    assert report.completed > fs.CLIENTS
+
+
+def test_sigterm_drains_the_worker_without_failing_a_request(full_stack) -> None:
+    victim = full_stack.workers["fault-0"]
+    refused: list[httpx.Response] = []
+
+    async def run() -> fs.Report:
+        async def watch() -> None:  # while draining, the worker itself refuses newcomers
+            while victim.popen.poll() is None and not refused:
+                try:
+                    r = await asyncio.to_thread(
+                        httpx.post,
+                        victim.url + "/v1/chat/completions",
+                        json=fs.chat_body(4, seed=1) | {"stream": False},
+                        timeout=5,
+                    )
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 503:
+                    refused.append(r)
+                await asyncio.sleep(0.05)
+
+        report, _ = await asyncio.gather(fs.sigterm(full_stack), delayed(watch, 10.0 / 3))
+        return report
+
+    report = asyncio.run(run())
+    print(report.line())
+    assert report.lost == 0
+    assert report.failed == 0, report.errors()
+    assert report.notes["exit_code"] == 0
+    assert report.notes["exited_after"] <= full_stack.config.drain_grace
+    # the lease is marked draining at once, long before it would expire
+    assert report.left_routing is not None and report.left_routing < 1.5
+    assert refused, "the draining worker accepted a new request"
+    assert refused[0].json()["error"]["code"] == "draining"
+    assert int(refused[0].headers["retry-after"]) >= 1
+
+
+async def delayed(fn, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await fn()
+
+
+def test_sigstop_makes_the_worker_unroutable_and_its_streams_time_out(full_stack) -> None:
+    report = asyncio.run(fs.sigstop(full_stack))
+    print(report.line())
+    cfg = full_stack.config
+    assert report.lost == 0
+    assert report.completed + report.failed == report.sent
+    assert report.left_routing is not None
+    assert report.left_routing <= cfg.lease_duration + 1.0
+    # the streams caught on the stopped worker end by the gateway's idle timeout, cleanly
+    assert 1 <= report.failed <= fs.CLIENTS
+    assert set(report.errors()) == {MID_STREAM_FAILURE}
+    assert report.notes["last_failure_after"] <= cfg.upstream_timeout + 3.0
+
+
+def test_gateway_restart_fails_requests_only_during_the_restart(full_stack) -> None:
+    report = asyncio.run(fs.gateway_restart(full_stack))
+    print(report.line())
+    assert report.lost == 0
+    assert report.notes["errors_outside_window"] == 0
+    # clear errors only: refused connections while no gateway listens, streams cut when the
+    # old one stops
+    clear = ("connection:", "HTTP 503", MID_STREAM_FAILURE)
+    assert all(e.startswith(clear) for e in report.errors()), report.errors()
+    assert report.completed > fs.CLIENTS
