@@ -1,6 +1,6 @@
 """Worker records as ``coordination.k8s.io/v1`` Leases, combined with their Pods' readiness.
 
-Writer side (a worker in a pod): ``publish`` creates or replaces the Lease named after the pod,
+Writer side (a worker in a pod): ``publish`` creates or updates the Lease named after the pod,
 owned by the pod (so it is garbage-collected with it) and labelled with the deployment;
 ``remove`` deletes it on a clean exit.
 
@@ -104,7 +104,12 @@ class KubernetesLeaseStore:
 
     # ---- worker side --------------------------------------------------------------------------
     def publish(self, record: WorkerRecord) -> None:
-        """Create or replace this worker's Lease."""
+        """Create this worker's Lease, or update it in place on later renewals.
+
+        Updates are merge patches: the API refuses a Lease update (PUT) that carries no
+        resourceVersion, and a patch needs none, so a renewal is one request whatever else
+        touched the Lease.
+        """
         body = record.to_lease(self.namespace)
         owner = self._pod_owner()
         if owner is not None:
@@ -112,18 +117,25 @@ class KubernetesLeaseStore:
         leases = kubernetes.client.CoordinationV1Api(self.api)
         if record.name in self._created:
             try:
-                leases.replace_namespaced_lease(record.name, self.namespace, body)
+                self._patch(leases, record.name, body)
                 return
             except ApiException as exc:
-                if exc.status != 404:
+                if exc.status != 404:  # deleted under us (by the operator): create it again
                     raise
         try:
             leases.create_namespaced_lease(self.namespace, body)
         except ApiException as exc:
-            if exc.status != 409:
+            if exc.status != 409:  # left by an earlier run of this pod's worker
                 raise
-            leases.replace_namespaced_lease(record.name, self.namespace, body)
+            self._patch(leases, record.name, body)
         self._created.add(record.name)
+
+    def _patch(
+        self, leases: kubernetes.client.CoordinationV1Api, name: str, body: dict[str, Any]
+    ) -> None:
+        leases.patch_namespaced_lease(
+            name, self.namespace, body, _content_type="application/merge-patch+json"
+        )
 
     def remove(self, name: str) -> None:
         """Delete worker ``name``'s Lease; nothing happens if it is absent."""
