@@ -14,6 +14,7 @@ from kubechat.spec import API_VERSION, KIND
 TEMPLATE_HASH_LABEL = "kubechat.dev/template-hash"
 WORKER_PORT = 8000
 CACHE_DIR = "/var/cache/kubechat"  # writable emptyDir: demo model, remote-code modules, hub cache
+RUN_AS = 10001  # the image's user and group (Dockerfile), as the chart runs its own pods
 COMMON_LABELS = {
     "app.kubernetes.io/name": "kubechat",
     "app.kubernetes.io/component": "worker",
@@ -159,9 +160,9 @@ def render_pod(
             "restartPolicy": "Always",
             "securityContext": {
                 "runAsNonRoot": True,
-                "runAsUser": 1000,
-                "runAsGroup": 1000,
-                "fsGroup": 1000,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
             "containers": [container],

@@ -59,6 +59,18 @@ def test_pod_has_what_a_gpu_worker_needs() -> None:
     assert labels["app.kubernetes.io/component"] == "worker"
 
 
+def test_pod_runs_as_the_images_user() -> None:
+    """The pod's user is the Dockerfile's, so the image's cache folder stays writable."""
+    user = next(
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    )
+    uid, _, gid = user.partition(":")
+    context = baichuan_pod()["spec"]["securityContext"]
+    assert (str(context["runAsUser"]), str(context["runAsGroup"])) == (uid, gid or uid)
+
+
 def test_lease_body_validates_strictly() -> None:
     record = WorkerRecord(
         name="demo-abc123-xyz12",
