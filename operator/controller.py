@@ -51,8 +51,11 @@ class Controller:
 
     def reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Run one pass over ``body`` (a ModelDeployment as the API returns it); returns the
-        status written."""
+        status written. A ModelDeployment being deleted is left to the deletion handler: a
+        pass racing with it must not create pods the handler has just removed."""
         meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return dict(body.get("status") or {})
         with self._lock(meta["uid"]):
             return self._reconcile(body)
 

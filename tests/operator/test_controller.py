@@ -239,3 +239,12 @@ def test_invalid_spec_is_a_condition_and_touches_nothing(api) -> None:
     assert condition(status, "InvalidSpec")["status"] == "False"
     assert len(pods(api, "invalid")) == 1
     Cluster(api).delete_workers("default", "invalid")
+
+
+def test_a_deployment_being_deleted_gets_no_new_pods(api) -> None:
+    create_md(api, "going", 2)
+    body = read_md(api, "going")
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    controller = Controller(Cluster(api), ControllerSettings(), Events())
+    controller.reconcile(body)
+    assert pods(api, "going") == {}
