@@ -73,6 +73,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=32 * 1024,
         help="larger request headers (all together) get 431",
     )
+    p.add_argument(
+        "--backlog",
+        type=int,
+        default=4096,
+        help="connections waiting to be accepted (the kernel caps it at net.core.somaxconn)",
+    )
     p.add_argument("--log-level", default="info")
 
 
@@ -134,11 +140,32 @@ def run(args: argparse.Namespace) -> int:
         f"{len(keys)} API key(s)" if keys else "no API key (open)",
     )
     app = create_app(view, router, config, lifespan_hooks=[discovery])
+    raise_open_files_limit()
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=10,
+        backlog=args.backlog,
     )
     return 0
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard limit and return it.
+
+    Every proxied stream holds two sockets (client and worker), so the common default soft
+    limit of 1,024 would refuse connections at about 500 concurrent streams.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logging.getLogger(__name__).warning("could not raise the open files limit: %s", exc)
+    return soft
