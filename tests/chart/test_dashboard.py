@@ -168,9 +168,11 @@ def _as_prometheus_query(expr: str) -> str:
     return expr
 
 
-def test_load_reached_workers_and_got_errors_and_retries(load: LoadWindow) -> None:
+def test_load_got_answers_and_errors(load: LoadWindow) -> None:
+    # Answers feed the latency and token panels; 400s and the one-slot workers' 429s (after
+    # the gateway's retries) feed the error and retry panels.
     assert load.codes.get(200, 0) >= 20, load.codes
-    assert any(400 <= code < 500 for code in load.codes), load.codes
+    assert load.codes.get(400, 0) >= 1 and load.codes.get(429, 0) >= 1, load.codes
 
 
 def test_exceptions_name_real_panels() -> None:
