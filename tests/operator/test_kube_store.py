@@ -161,3 +161,25 @@ def test_draining_worker_is_not_routable(api) -> None:
     (mine,) = [r for r in reader.snapshot() if r.deployment == "store-e"]
     assert (mine.ready, mine.draining) == (True, True)
     assert LiveView(reader).workers() == []
+
+
+def test_a_relist_forgets_workers_whose_delete_event_was_missed(api) -> None:
+    """What the periodic re-list is for: a watch that dropped a DELETED event must not keep
+    a gone worker in the table."""
+    for name in ("m1", "m2"):
+        make_pod(api, name, "store-f")
+        set_ready(api, name, True)
+        KubernetesLeaseStore("default", api_client=api, pod_name=name).publish(
+            record(name, "store-f", lease_duration=30.0)
+        )
+    reader = KubernetesLeaseStore("default", api_client=api)  # not started: no watch at all
+    reader.refresh()
+    assert [r.name for r in LiveView(reader).workers() if r.deployment == "store-f"] == [
+        "m1",
+        "m2",
+    ]
+    kubernetes.client.CoordinationV1Api(api).delete_namespaced_lease("m1", "default")
+    set_ready(api, "m2", False)
+    reader.refresh()
+    assert [r.name for r in reader.snapshot() if r.deployment == "store-f"] == ["m2"]
+    assert [r.name for r in LiveView(reader).workers() if r.deployment == "store-f"] == []
