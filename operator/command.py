@@ -36,6 +36,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds a Ready pod may run without any lease before it is replaced",
     )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a Ready pod may go without renewing its lease before it is replaced "
+        "(HeartbeatLost; at least the lease duration; routing stops at lease expiry already)",
+    )
     parser.add_argument("--log-level", default="info")
 
 
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             lease_duration=args.lease_duration,
         ),
         lease_grace=args.lease_grace,
+        heartbeat_timeout=args.heartbeat_timeout,
     )
     controller = Controller(Cluster(), settings, post_event)
     registry = kopf.OperatorRegistry()

@@ -33,6 +33,7 @@ class ControllerSettings:
 
     pods: PodSettings = field(default_factory=PodSettings)
     lease_grace: float = 120.0  # a Ready pod may go this long without any lease
+    heartbeat_timeout: float = 30.0  # ... and this long without renewing it
 
 
 class Controller:
@@ -89,6 +90,7 @@ class Controller:
             leases,
             now=now,
             lease_grace=self.settings.lease_grace,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
         )
         for pod in decision.delete:
             reason = decision.reasons.get(pod, "")

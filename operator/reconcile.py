@@ -74,14 +74,25 @@ class Decision:
     reasons: dict[str, str] = field(default_factory=dict)  # pod -> why it is deleted
 
 
-def heartbeat_lost(pod: ObservedPod, lease: WorkerRecord | None, now: float, grace: float) -> bool:
-    """A pod that reports Ready while its lease is stale (or was never written after
-    ``grace`` seconds): its worker is hung or cut off and must be replaced."""
+def heartbeat_lost(
+    pod: ObservedPod,
+    lease: WorkerRecord | None,
+    now: float,
+    grace: float,
+    timeout: float = 0.0,
+) -> bool:
+    """A pod that reports Ready while its lease has not been renewed for ``timeout`` seconds
+    (at least the lease's own duration), or was never written after ``grace`` seconds: its
+    worker is hung or cut off and must be replaced.
+
+    Routing stops at lease expiry already; replacing a pod throws its loaded model away, so it
+    waits longer, which also rides out a short API outage or a few seconds of clock skew.
+    """
     if not pod.ready or pod.terminating:
         return False
     if lease is None:
         return now - pod.created > grace
-    return not lease.is_fresh(now)
+    return lease.age(now) > max(lease.lease_duration, timeout)
 
 
 def decide(
@@ -91,8 +102,12 @@ def decide(
     leases: dict[str, WorkerRecord],
     now: float | None = None,
     lease_grace: float = 60.0,
+    heartbeat_timeout: float = 0.0,
 ) -> Decision:
-    """The creates and deletes that move ``pods`` toward ``replicas`` pods of ``template_hash``."""
+    """The creates and deletes that move ``pods`` toward ``replicas`` pods of ``template_hash``.
+
+    ``lease_grace`` and ``heartbeat_timeout``: see :func:`heartbeat_lost`.
+    """
     now = time.time() if now is None else now
     d = Decision()
     alive = [p for p in pods if not p.terminating]
@@ -100,7 +115,7 @@ def decide(
         if p.phase in ("Failed", "Succeeded"):
             d.delete.append(p.name)
             d.reasons[p.name] = f"pod {p.phase.lower()}"
-        elif heartbeat_lost(p, leases.get(p.name), now, lease_grace):
+        elif heartbeat_lost(p, leases.get(p.name), now, lease_grace, heartbeat_timeout):
             d.delete.append(p.name)
             d.heartbeat_lost.append(p.name)
             d.reasons[p.name] = "heartbeat lost: lease not renewed"

@@ -97,6 +97,14 @@ def test_ready_pod_with_a_stale_lease_is_replaced() -> None:
     assert d.create == 1
 
 
+def test_a_lease_just_expired_is_not_yet_a_reason_to_replace_the_pod() -> None:
+    pods = [pod("a")]
+    late = leases(*pods, a=lease("a", age=10))  # expired (6 s lease): no traffic, pod kept
+    assert decide(1, NEW, pods, late, now=NOW, heartbeat_timeout=30).delete == []
+    gone = leases(*pods, a=lease("a", age=31))
+    assert decide(1, NEW, pods, gone, now=NOW, heartbeat_timeout=30).heartbeat_lost == ["a"]
+
+
 def test_ready_pod_without_any_lease_gets_a_grace_period() -> None:
     young, old = pod("a", age=10), pod("b", age=500)
     d = decide(2, NEW, [young, old], {}, now=NOW, lease_grace=60)
