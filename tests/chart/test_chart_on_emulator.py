@@ -150,13 +150,12 @@ def test_operator_reconciles_the_charts_model_deployment(
     assert [p["metadata"]["name"] for p in selected] == [worker_pod["metadata"]["name"]]
     lease = installed.get("lease", worker_pod["metadata"]["name"])
     assert lease["metadata"]["labels"]["kubechat.dev/deployment"] == "demo"
-    _until(
-        lambda: (
-            installed.get("modeldeployment", "demo").get("status", {}).get("readyReplicas") == 1
-        ),
-        60,
-        "status.readyReplicas == 1",
-    )
+
+    def status() -> dict:
+        return installed.get("modeldeployment", "demo").get("status", {})
+
+    _until(lambda: status().get("readyReplicas") == 1, 60, "status.readyReplicas == 1")
+    assert status()["phase"] == "Running"
 
 
 def test_gateway_from_the_chart_answers_with_the_charts_key(
