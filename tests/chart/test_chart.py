@@ -347,3 +347,21 @@ def test_every_role_accepts_the_arguments_the_chart_gives_it(which: str, request
         if role != "operator":
             assert parsed.host == "0.0.0.0"
             assert parsed.port == spec["containers"][0]["ports"][0]["containerPort"]
+
+
+def test_open_gateway_has_no_key_secret_and_no_key_flag() -> None:
+    docs = render(sets=("gateway.auth.enabled=false",))
+    assert not find(docs, "Secret")
+    gateway = one(docs, "Deployment", "-gateway")
+    pod = gateway["spec"]["template"]
+    assert "annotations" not in pod["metadata"]
+    assert arg_value(pod["spec"]["containers"][0]["args"], "--api-key-file") is None
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_existing_key_secret_is_used_not_created() -> None:
+    docs = render(sets=("gateway.auth.existingSecret=my-keys",))
+    assert not find(docs, "Secret")
+    spec = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v] == ["my-keys"]
