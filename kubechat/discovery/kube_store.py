@@ -13,6 +13,7 @@ so a worker that stops renewing leaves routing within its lease duration whateve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -183,8 +184,15 @@ class KubernetesLeaseStore:
         return sorted(records, key=lambda r: r.name)
 
     async def start(self) -> None:
-        """List and watch Leases and Pods in background threads."""
-        self.refresh()
+        """List and watch Leases and Pods in background threads.
+
+        An API server that cannot be reached yet is not fatal: the watch threads keep
+        re-listing until it answers, and until then no worker is known.
+        """
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as exc:
+            log.warning("listing workers failed (%r); retrying in the background", exc)
         for kind in ("leases", "pods"):
             thread = threading.Thread(
                 target=self._watch_loop, args=(kind,), name=f"watch-{kind}", daemon=True

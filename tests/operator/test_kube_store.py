@@ -183,3 +183,30 @@ def test_a_relist_forgets_workers_whose_delete_event_was_missed(api) -> None:
     reader.refresh()
     assert [r.name for r in reader.snapshot() if r.deployment == "store-f"] == ["m2"]
     assert [r.name for r in LiveView(reader).workers() if r.deployment == "store-f"] == []
+
+
+async def test_discovery_starts_while_the_api_is_unreachable_and_catches_up(tmp_path) -> None:
+    from tests.support.kube_server import kubernetes_client, running_emulator
+
+    config = kubernetes.client.Configuration()
+    config.host = "http://127.0.0.1:9"  # nothing listens on the discard port
+    reader = KubernetesLeaseStore(
+        "default", api_client=kubernetes.client.ApiClient(config), relist_seconds=1.0
+    )
+    await reader.start()
+    try:
+        assert reader.snapshot() == []
+        with running_emulator(directory=tmp_path) as handle:
+            api = kubernetes_client(handle.kubeconfig)
+            make_pod(api, "late", "store-g")
+            set_ready(api, "late", True)
+            KubernetesLeaseStore("default", api_client=api, pod_name="late").publish(
+                record("late", "store-g", lease_duration=30.0)
+            )
+            config.host = handle.base_url  # the API server answers from now on
+            deadline = time.monotonic() + 10
+            while [r.name for r in LiveView(reader).workers()] != ["late"]:
+                assert time.monotonic() < deadline, "the reader never caught up"
+                await asyncio.sleep(0.1)
+    finally:
+        await reader.stop()
