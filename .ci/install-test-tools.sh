@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # System tools the test suite drives: Debian's chromium (the chat page's browser test) and
-# the kubectl/helm binaries (Kubernetes tests). Idempotent: installs only what is missing.
+# prometheus/promtool (dashboard and alert tests), the kubectl/helm binaries (Kubernetes and
+# chart tests), checkov and hadolint (chart and image checks).
+# Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v chromium >/dev/null 2>&1; then
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  missing+=(prometheus)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-bash .ci/install-kube-tools.sh
+# prometheus' own service (where systemd runs it), checkov, hadolint, helm and kubectl
+bash .ci/install-chart-tools.sh
