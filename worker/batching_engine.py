@@ -1,73 +1,98 @@
-"""The continuous-batching engine, on transformers' own continuous batching manager.
+"""The continuous-batching engine: one decode loop over a left-padded batch KV cache.
 
-Requests join the running batch at the next step (prefill of newcomers is batched and chunked by
-the manager's token budget), every active sequence decodes in the same forward pass over a paged
-KV cache, each streams on its own, and a cancelled sequence frees its pages at once.
+Every step of the loop (on one background thread):
 
-Per request inside one batch: temperature, top_p and top_k (greedy is top_k=1, which picks the
-arg-max exactly as HF ``generate`` does). What the manager cannot do per request (a seed for
-reproducible sampling, repetition/presence/frequency penalties) is served by the serial engine on
-the same weights, so every request still gets exactly what it asked for.
+1. newcomers waiting in the queue form a prefill cohort (as many as free slots and the KV budget
+   allow); the cohort's prompts are left-padded and prefilled together, in chunks of at most
+   ``max_batch_tokens`` tokens per step, so running streams keep flowing during a long prompt;
+2. all running sequences decode one token together, each with its own attention-mask row and
+   position ids; each token goes straight to its request's stream;
+3. a cohort whose prefill is done joins the running batch; finished and cancelled sequences
+   leave it at once (their cache rows are dropped and unused leading columns cut).
 
-Checkpoints whose attention the manager cannot page (some remote-code models) are detected at
-start by a probe compared with the serial engine's greedy output; they are served serially and the
-worker says so (log line, ``kubechat_worker_engine_info{path="serial"}``).
+Tokens are picked per request (``sampling.pick_token``: penalties, temperature, top-k, top-p,
+its own seeded generator); rows that are plain greedy take one vectorised arg-max.
+
+Checkpoints whose forward ignores the attention mask or keeps another kind of cache are found by
+a probe at start (batched greedy output of prompts of different lengths compared with the model
+run alone); they are served by the serial engine and the worker says so (log line and
+``kubechat_worker_engine_info{path="serial"}``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import queue
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig
-from transformers.generation.configuration_utils import ContinuousBatchingConfig
-from transformers.generation.continuous_batching import RequestStatus
 
 from .engine import Engine, EngineError, EngineStats, GenerationRequest, SamplingParams, Step
+from .padded_cache import append_rows, check_cache, keep_rows, positions
+from .sampling import new_generator, pick_token
 from .serial_engine import SerialEngine
 
 log = logging.getLogger(__name__)
 
-PROBE_PROMPT = [1, 20, 30, 40, 50, 60, 70, 80]
-PROBE_TOKENS = 8
+_DONE = object()
+PROBE_PROMPTS = ([1, 20, 30, 40, 50, 60, 70, 80, 90], [1, 33, 44])
+PROBE_TOKENS = 6
+
+
+def _output_cache(output: object) -> object:
+    """The cache a forward returned (``cache`` in transformers 5, else ``past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 @dataclass
-class _Stream:
-    """Where one request's outputs go."""
+class _Seq:
+    """One request inside the engine thread."""
 
+    request: GenerationRequest
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
-    sent: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generator: torch.Generator | None = None
+    seen: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+
+    def emit(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+    @property
+    def reserved(self) -> int:
+        """Cache columns this sequence may need at most."""
+        return len(self.request.prompt_ids) + self.request.max_new_tokens
+
+    @property
+    def plain_greedy(self) -> bool:
+        p = self.request.sampling
+        return (
+            p.greedy
+            and p.repetition_penalty == 1.0
+            and not (p.presence_penalty or p.frequency_penalty)
+        )
 
 
-def batchable(params: SamplingParams) -> bool:
-    """Whether the batch can honour these parameters (else the serial engine takes it)."""
-    return (
-        params.seed is None
-        and params.repetition_penalty == 1.0
-        and params.presence_penalty == 0.0
-        and params.frequency_penalty == 0.0
-    )
+@dataclass
+class _Cohort:
+    """Newcomers being prefilled together."""
 
-
-def _per_request_kwargs(params: SamplingParams) -> dict[str, Any]:
-    if params.greedy:
-        return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
-    return {
-        "temperature": float(params.temperature),
-        "top_k": int(params.top_k) if params.top_k > 0 else 0,
-        "top_p": float(params.top_p),
-    }
+    seqs: list[_Seq]
+    ids: torch.Tensor  # (rows, width), left-padded prompts
+    mask: torch.Tensor  # (rows, width)
+    cache: object = None
+    done_columns: int = 0
 
 
 class BatchingEngine(Engine):
-    """Continuous batching for checkpoints the manager supports; serial for the rest."""
+    """Continuous batching over a padded KV cache; serial for checkpoints that cannot batch."""
 
     path = "batching"
 
@@ -78,186 +103,295 @@ class BatchingEngine(Engine):
         capacity: int,
         *,
         max_batch_tokens: int = 256,
-        num_blocks: int | None = None,
+        kv_budget_tokens: int | None = None,
     ) -> None:
         self._model = model
         self._device = torch.device(device)
         self._capacity = capacity
-        self._max_batch_tokens = max_batch_tokens
-        self._num_blocks = num_blocks
+        self._chunk_tokens = max(16, max_batch_tokens)
+        self._kv_budget = kv_budget_tokens
         self._serial = SerialEngine(model, device, capacity=capacity)
-        self._manager: Any = None
-        self._streams: dict[str, _Stream] = {}
+        self._incoming: queue.Queue[_Seq | None] = queue.Queue()
+        self._waiting: list[_Seq] = []
+        self._running: list[_Seq] = []
+        self._cohort: _Cohort | None = None
+        self._cache: object = None
+        self._mask: torch.Tensor | None = None
+        self._last: torch.Tensor | None = None  # (rows, 1) last token of each running row
+        self._active = 0  # admitted and not yet finished or cancelled (event-loop side)
+        self._in_batch = 0  # decoding or prefilling (engine side, refreshed every step)
         self._lock = threading.Lock()
-        self._reader: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.fallback_reason: str | None = None
+        # transformers 5 names the cache argument ``cache``; older (remote) code past_key_values
+        accepted = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the serial engine, then the batch manager if a probe shows it works here."""
+        """Start the loop thread, then probe that batching reproduces the model run alone."""
         await self._serial.start()
-        if not getattr(self._model, "_supports_attention_backend", False):
-            # the paged cache needs transformers' attention interface; custom attention
-            # (many remote-code checkpoints) cannot use it
-            self.fallback_reason = (
-                f"{type(self._model).__name__} does not use transformers' attention backends "
-                "(needed for the paged KV cache)"
-            )
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="batch-engine", daemon=True)
+            self._thread.start()
         try:
-            if not self.fallback_reason:
-                await asyncio.to_thread(self._start_manager)
-        except Exception as exc:  # unsupported attention, remote code, ...
+            await self._probe()
+        except Exception as exc:  # a cache or forward this loop cannot drive
             self.fallback_reason = f"{type(exc).__name__}: {exc}"
-            self._stop_manager()
         if self.fallback_reason:
             self.path = "serial"
             log.warning(
                 "continuous batching unavailable (%s): serving serially", self.fallback_reason
             )
         else:
-            log.info("continuous batching on (max %d tokens per step)", self._max_batch_tokens)
+            log.info(
+                "continuous batching on (up to %d sequences, prefill chunks of %d tokens, "
+                "KV budget %s tokens)",
+                self._capacity,
+                self._chunk_tokens,
+                self._kv_budget or "unbounded",
+            )
 
-    def _start_manager(self) -> None:
-        config = GenerationConfig(
-            do_sample=True,
-            temperature=0.999,  # non-default values make the per-request processors present
-            top_k=50,
-            top_p=0.999,
-            max_new_tokens=PROBE_TOKENS,
-            eos_token_id=-1,
-            pad_token_id=0,
-        )
-        cb = ContinuousBatchingConfig(
-            max_batch_tokens=self._max_batch_tokens,
-            num_blocks=self._num_blocks,
-            per_request_processors=True,
-            scheduler_type="prefill_first",
-        )
-        self._manager = self._model.init_continuous_batching(
-            generation_config=config, continuous_batching_config=cb
-        )
-        self._manager.start()
-        rid = self._manager.add_request(
-            list(PROBE_PROMPT),
-            max_new_tokens=PROBE_TOKENS,
-            eos_token_id=-1,
-            **_per_request_kwargs(SamplingParams(do_sample=False)),
-        )
-        result = self._manager.get_result(request_id=rid, timeout=120)
-        if result is None or result.error:
-            raise RuntimeError(f"probe failed: {getattr(result, 'error', 'no result')}")
-        expected = self._greedy_reference(PROBE_PROMPT, PROBE_TOKENS)
-        if list(result.generated_tokens) != expected:
-            self.fallback_reason = "batched greedy output differs from the model's own"
-            return
-        self._reader = threading.Thread(target=self._dispatch, name="batch-reader", daemon=True)
-        self._reader.start()
+    async def _probe(self) -> None:
+        greedy = SamplingParams(do_sample=False)
+        requests = [GenerationRequest(list(p), PROBE_TOKENS, greedy) for p in PROBE_PROMPTS]
+        got = await asyncio.gather(*(self._collect(r) for r in requests))
+        for prompt, tokens in zip(PROBE_PROMPTS, got, strict=True):
+            expected = await asyncio.to_thread(self._alone, list(prompt), PROBE_TOKENS)
+            if tokens != expected:
+                self.fallback_reason = "batched greedy output differs from the model run alone"
+                return
+
+    async def _collect(self, request: GenerationRequest) -> list[int]:
+        steps = [s.token_id async for s in self._generate_batched(request)]
+        return [t for t in steps if t is not None]
 
     @torch.inference_mode()
-    def _greedy_reference(self, prompt: list[int], n: int) -> list[int]:
+    def _alone(self, prompt: list[int], n: int) -> list[int]:
         ids = torch.tensor([prompt], device=self._device)
-        past, out_tokens = None, []
+        past, tokens = None, []
         for _ in range(n):
-            out = self._model(input_ids=ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            token = int(out.logits[0, -1].argmax())
-            out_tokens.append(token)
-            ids = torch.tensor([[token]], device=self._device)
-        return out_tokens
+            out = self._model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
+            past = _output_cache(out)
+            tokens.append(int(out.logits[0, -1].argmax()))
+            ids = torch.tensor([[tokens[-1]]], device=self._device)
+        return tokens
 
     async def stop(self) -> None:
-        """Stop the manager and the serial engine."""
-        self._stopping.set()
-        await asyncio.to_thread(self._stop_manager)
+        """Stop the loop thread and the serial engine; unfinished requests end with an error."""
+        if self._thread is not None:
+            self._incoming.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
         await self._serial.stop()
-
-    def _stop_manager(self) -> None:
-        if self._manager is not None:
-            try:
-                self._manager.stop(block=True, timeout=10)
-            except Exception as exc:
-                log.debug("stopping the batch manager: %r", exc)
-            self._manager = None
 
     # ---- serving -------------------------------------------------------------------------------
     def stats(self) -> EngineStats:
-        """Sequences in the batch (or serial) and waiting."""
+        """Sequences decoding (or prefilling) and sequences waiting for a slot."""
         serial = self._serial.stats()
         with self._lock:
-            batched = len(self._streams)
+            active = self._active
+        running = min(active, self._in_batch)
         return EngineStats(
-            running=batched + serial.running, queued=serial.queued, capacity=self._capacity
+            running=running + serial.running,
+            queued=active - running + serial.queued,
+            capacity=self._capacity,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
-        """Stream one request's steps from the batch (or the serial engine)."""
-        if self._manager is None or self.fallback_reason or not batchable(request.sampling):
-            async for step in self._serial.generate(request):
-                yield step
-            return
-        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
-        stops = sorted(request.stop_token_ids)
-        with self._lock:
-            rid = self._manager.add_request(
-                list(request.prompt_ids),
-                max_new_tokens=request.max_new_tokens,
-                streaming=True,
-                eos_token_id=stops or -1,
-                **_per_request_kwargs(request.sampling),
-            )
-            self._streams[rid] = stream
-        finished = False
+        """Stream one request's steps; closing the iterator cancels it and frees its slot."""
+        if self.path == "serial":
+            steps = self._serial.generate(request)
+        else:
+            steps = self._generate_batched(request)
         try:
+            async for step in steps:
+                yield step
+        finally:
+            await steps.aclose()  # closing this iterator must cancel the inner one now
+
+    async def _generate_batched(self, request: GenerationRequest) -> AsyncIterator[Step]:
+        seq = _Seq(request, asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._active += 1
+        self._incoming.put(seq)
+        try:
+            if request.max_new_tokens <= 0:
+                yield Step(None, "length")
+                return
             while True:
-                output = await stream.out.get()
-                if isinstance(output, BaseException):
-                    raise EngineError(str(output)) from output
-                if output.error:
-                    raise EngineError(str(output.error))
-                tokens = list(output.generated_tokens)
-                done = output.status == RequestStatus.FINISHED
-                for i in range(stream.sent, len(tokens)):
-                    token = tokens[i]
-                    if token in request.stop_token_ids:
-                        finished = True
-                        yield Step(None, "stop")
-                        return
-                    last = i + 1 >= request.max_new_tokens
-                    yield Step(token, "length" if last else None)
-                    if last:
-                        finished = True
-                        return
-                stream.sent = len(tokens)
-                if done:
-                    finished = True
-                    yield Step(None, "stop")
+                item = await seq.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise EngineError(str(item)) from item
+                yield item
+                if item.finish_reason is not None:
                     return
         finally:
+            seq.cancelled.set()
             with self._lock:
-                self._streams.pop(rid, None)
-            if not finished and self._manager is not None:
-                self._manager.cancel_request(rid)
+                self._active -= 1
 
-    def _dispatch(self) -> None:
-        """Hand every output of the manager to its request's queue, on that request's loop."""
-        manager = self._manager
-        while not self._stopping.is_set() and manager is not None:
+    # ---- the loop (engine thread) --------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            idle = not (self._running or self._cohort or self._waiting)
             try:
-                output = manager.get_result(timeout=0.1)
-            except Exception as exc:
-                log.exception("batch manager failed")
+                while True:
+                    seq = self._incoming.get() if idle else self._incoming.get_nowait()
+                    if seq is None:
+                        self._fail_all(RuntimeError("the engine stopped"))
+                        return
+                    self._waiting.append(seq)
+                    idle = False
+            except queue.Empty:
+                pass
+            try:
+                with torch.inference_mode():
+                    self._step()
+            except Exception as exc:  # reported to the requests in the batch; the loop goes on
+                log.exception("batched generation failed")
                 self._fail_all(exc)
+            self._in_batch = len(self._running) + (len(self._cohort.seqs) if self._cohort else 0)
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        if self._cohort is None:
+            self._form_cohort()
+        if self._cohort is not None:
+            self._prefill_chunk()
+        if self._running:
+            self._decode()
+
+    def _drop_cancelled(self) -> None:
+        self._waiting = [s for s in self._waiting if not s.cancelled.is_set()]
+        if any(s.cancelled.is_set() for s in self._running):
+            self._keep([i for i, s in enumerate(self._running) if not s.cancelled.is_set()])
+
+    def _keep(self, rows: list[int]) -> None:
+        """Keep only these running rows (finished and cancelled ones leave the cache now)."""
+        if len(rows) == len(self._running):
+            return
+        self._running = [self._running[i] for i in rows]
+        if not rows:
+            self._cache = self._mask = self._last = None
+            return
+        self._mask = keep_rows(self._cache, self._mask, rows)
+        self._last = self._last[rows]
+
+    def _fits(self, rows: int, width: int) -> bool:
+        return self._kv_budget is None or rows * width <= self._kv_budget
+
+    def _form_cohort(self) -> None:
+        free = self._capacity - len(self._running)
+        if free <= 0 or not self._waiting:
+            return
+        width = max((s.reserved for s in self._running), default=0)
+        chosen: list[_Seq] = []
+        for seq in self._waiting[:free]:
+            wider = max(width, seq.reserved)
+            if not self._fits(len(self._running) + len(chosen) + 1, wider):
+                break
+            chosen.append(seq)
+            width = wider
+        if not chosen:
+            if not self._running and self._waiting:
+                chosen = [self._waiting[0]]  # a lone sequence always runs, even over budget
+            else:
                 return
-            if output is None:
-                continue
-            with self._lock:
-                stream = self._streams.get(output.request_id)
-            if stream is not None:
-                stream.loop.call_soon_threadsafe(stream.out.put_nowait, output)
+        self._waiting = self._waiting[len(chosen) :]
+        longest = max(len(s.request.prompt_ids) for s in chosen)
+        ids = torch.zeros(len(chosen), longest, dtype=torch.long)
+        mask = torch.zeros(len(chosen), longest, dtype=torch.long)
+        for row, seq in enumerate(chosen):
+            prompt = seq.request.prompt_ids
+            ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, longest - len(prompt) :] = 1
+            seq.seen = list(prompt)
+            params = seq.request.sampling
+            seq.generator = None if params.greedy else new_generator(params, self._device)
+        self._cohort = _Cohort(chosen, ids.to(self._device), mask.to(self._device))
+
+    def _prefill_chunk(self) -> None:
+        cohort = self._cohort
+        rows, width = cohort.ids.shape
+        start = cohort.done_columns
+        end = min(width, start + max(1, self._chunk_tokens // rows))
+        mask = cohort.mask[:, :end]
+        out = self._model(
+            input_ids=cohort.ids[:, start:end],
+            attention_mask=mask,
+            position_ids=positions(mask, end - start),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cohort.cache},
+        )
+        cohort.cache = check_cache(_output_cache(out))
+        cohort.done_columns = end
+        if end < width:
+            return
+        self._cohort = None
+        tokens = self._pick(out.logits[:, -1], cohort.seqs)
+        live = [i for i, seq in enumerate(cohort.seqs) if self._emit(seq, tokens[i])]
+        if not live:
+            return
+        mask = cohort.mask
+        last = torch.tensor([[tokens[i]] for i in live], dtype=torch.long, device=self._device)
+        if len(live) < rows:
+            mask = keep_rows(cohort.cache, mask, live)
+        seqs = [cohort.seqs[i] for i in live]
+        if not self._running:
+            self._cache, self._mask, self._last = cohort.cache, mask, last
+        else:
+            self._mask = append_rows(self._cache, self._mask, cohort.cache, mask)
+            self._last = torch.cat([self._last, last])
+        self._running.extend(seqs)
+
+    def _decode(self) -> None:
+        ones = self._mask.new_ones(self._mask.shape[0], 1)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        out = self._model(
+            input_ids=self._last,
+            attention_mask=self._mask,
+            position_ids=positions(self._mask, 1),
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: self._cache},
+        )
+        self._cache = check_cache(_output_cache(out))
+        tokens = self._pick(out.logits[:, -1], self._running)
+        self._last = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self._device)
+        live = [i for i, seq in enumerate(self._running) if self._emit(seq, tokens[i])]
+        self._keep(live)
+
+    def _pick(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
+        """One token per row: one arg-max for the plain greedy rows, ``pick_token`` for others."""
+        tokens = logits.argmax(dim=-1).tolist()
+        for row, seq in enumerate(seqs):
+            if not seq.plain_greedy:
+                tokens[row] = pick_token(
+                    logits[row], seq.request.sampling, seq.generator, seq.seen, seq.generated
+                )
+        return tokens
+
+    def _emit(self, seq: _Seq, token: int) -> bool:
+        """Send one token to its stream; False when the sequence is over."""
+        if seq.cancelled.is_set():
+            return False
+        request = seq.request
+        if token in request.stop_token_ids:
+            seq.emit(Step(None, "stop"))
+            return False
+        seq.generated.append(token)
+        seq.seen.append(token)
+        last = len(seq.generated) >= request.max_new_tokens
+        seq.emit(Step(token, "length" if last else None))
+        return not last
 
     def _fail_all(self, exc: BaseException) -> None:
-        with self._lock:
-            streams = list(self._streams.values())
-        for stream in streams:
-            stream.loop.call_soon_threadsafe(stream.out.put_nowait, exc)
+        seqs = self._running + self._waiting + (self._cohort.seqs if self._cohort else [])
+        for seq in seqs:
+            seq.emit(exc)
+        self._running, self._waiting, self._cohort = [], [], None
+        self._cache = self._mask = self._last = None

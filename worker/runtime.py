@@ -57,15 +57,14 @@ def make_engine(loaded: LoadedModel, options: RuntimeOptions) -> Engine:
         loaded.device,
         capacity=options.limit_concurrency,
         max_batch_tokens=options.max_batch_tokens,
-        num_blocks=kv_blocks(loaded.model.config, options.kv_cache_bytes, loaded.dtype),
+        kv_budget_tokens=kv_tokens(loaded.model.config, options.kv_cache_bytes, loaded.dtype),
     )
 
 
-def kv_blocks(
-    config: object, budget: int | None, dtype: torch.dtype, page: int = 256
-) -> int | None:
-    """KV-cache pages of ``page`` tokens that fit in ``budget`` bytes (None: let transformers size
-    it). Per token each layer keeps one key and one value vector per KV head."""
+def kv_tokens(config: object, budget: int | None, dtype: torch.dtype) -> int | None:
+    """Cache positions (summed over the batch's rows) that fit in ``budget`` bytes (None: no
+    bound but the batch size). Per token each layer keeps one key and one value vector per KV
+    head."""
     if budget is None:
         return None
     layers = getattr(config, "num_hidden_layers", 1)
@@ -73,7 +72,7 @@ def kv_blocks(
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     per_token = 2 * layers * kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
-    return max(1, budget // (per_token * page))
+    return max(1, budget // per_token)
 
 
 def build_runtime(options: RuntimeOptions) -> ModelRuntime:

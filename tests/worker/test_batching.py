@@ -1,5 +1,7 @@
 """Continuous batching: 32 concurrent requests decode together and match HF generate token for
-token; cancellation frees the slot; seeds reproduce; unsupported checkpoints fall back."""
+token (benchmark architecture and demo model); long prompts are chunked; the KV budget bounds the
+batch; cancellation frees the slot; per-request sampling and seeds hold inside a batch; a
+checkpoint that cannot batch falls back to the serial path."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from kubechat.worker.batching_engine import BatchingEngine
 from kubechat.worker.engine import GenerationRequest, SamplingParams
+from kubechat.worker.serial_engine import SerialEngine
 
 GREEDY = SamplingParams(do_sample=False)
 
@@ -40,9 +43,11 @@ def workload(n: int = 32) -> list[tuple[list[int], int]]:
 
 
 def reference(model, prompt: list[int], n: int) -> list[int]:
+    """HF generate, alone, greedy (the demo model's default repetition penalty switched off)."""
     out = model.generate(
         torch.tensor([prompt]),
         do_sample=False,
+        repetition_penalty=1.0,
         max_new_tokens=n,
         min_new_tokens=n,
         eos_token_id=None,
@@ -100,6 +105,40 @@ async def test_stop_token_ends_the_sequence(engine, llama) -> None:
     assert steps[-1].token_id is None and steps[-1].finish_reason == "stop"
 
 
+async def test_long_prompt_is_prefilled_in_chunks_next_to_running_streams(llama) -> None:
+    """A 300-token prompt in chunks of 32 tokens, while short requests decode: all match."""
+    e = BatchingEngine(llama, "cpu", capacity=8, max_batch_tokens=32)
+    await e.start()
+    try:
+        long_prompt = [1] + [(13 * j) % 900 + 5 for j in range(299)]
+        jobs = [*workload(4), (long_prompt, 12)]
+        results = await asyncio.gather(
+            *(collect(e, GenerationRequest(p, n, GREEDY)) for p, n in jobs)
+        )
+        assert results == [reference(llama, p, n) for p, n in jobs]
+    finally:
+        await e.stop()
+
+
+async def test_kv_budget_bounds_the_batch_and_the_rest_waits(llama) -> None:
+    jobs = workload(6)
+    widest = max(len(p) + n for p, n in jobs)
+    e = BatchingEngine(llama, "cpu", capacity=6, kv_budget_tokens=2 * widest)
+    await e.start()
+    try:
+        tasks = [
+            asyncio.ensure_future(collect(e, GenerationRequest(p, n, GREEDY))) for p, n in jobs
+        ]
+        seen_queued = 0
+        while not all(t.done() for t in tasks):
+            seen_queued = max(seen_queued, e.stats().queued)
+            await asyncio.sleep(0.005)
+        assert seen_queued >= 3  # at most 2 sequences of this width fit at once
+        assert [t.result() for t in tasks] == [reference(llama, p, n) for p, n in jobs]
+    finally:
+        await e.stop()
+
+
 async def test_cancelled_request_frees_its_slot(engine) -> None:
     prompt, _ = workload(1)[0]
     stream = engine.generate(GenerationRequest(prompt, 400, GREEDY))
@@ -109,6 +148,22 @@ async def test_cancelled_request_frees_its_slot(engine) -> None:
     assert engine.stats().running == 0
     after = await collect(engine, GenerationRequest(prompt, 5, GREEDY))
     assert len(after) == 5
+
+
+async def test_cancelling_the_running_request_starts_the_waiting_one(llama) -> None:
+    e = BatchingEngine(llama, "cpu", capacity=1)
+    await e.start()
+    try:
+        (prompt, _), (other, n) = workload(2)
+        first = e.generate(GenerationRequest(prompt, 10_000, GREEDY))
+        await anext(first)
+        second = asyncio.ensure_future(collect(e, GenerationRequest(other, n, GREEDY)))
+        await asyncio.sleep(0.3)
+        assert not second.done() and e.stats().queued == 1
+        await first.aclose()
+        assert await asyncio.wait_for(second, 30) == reference(llama, other, n)
+    finally:
+        await e.stop()
 
 
 async def test_seeded_sampling_is_reproducible(engine) -> None:
@@ -123,17 +178,68 @@ async def test_seeded_sampling_is_reproducible(engine) -> None:
     assert a != c
 
 
-async def test_demo_model_falls_back_to_serial_and_still_matches(demo_model_dir: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, trust_remote_code=True).eval()
-    e = BatchingEngine(model, "cpu", capacity=8)
+async def test_seeded_and_penalised_requests_inside_a_batch_match_them_alone(engine, llama) -> None:
+    """Per-request sampling in one batch: each request gets what it would get on its own."""
+    prompt, _ = workload(1)[0]
+    kinds = [
+        SamplingParams(temperature=0.8, top_k=50, top_p=0.9, seed=7),
+        SamplingParams(do_sample=False, repetition_penalty=1.3),
+        SamplingParams(temperature=1.2, seed=3, presence_penalty=0.5, frequency_penalty=0.4),
+    ]
+    serial = SerialEngine(llama, "cpu")
+    await serial.start()
+    try:
+        alone = [await collect(serial, GenerationRequest(prompt, 24, k)) for k in kinds]
+    finally:
+        await serial.stop()
+    noise = [collect(engine, GenerationRequest(p, n, GREEDY)) for p, n in workload(6)]
+    together = await asyncio.gather(
+        *(collect(engine, GenerationRequest(prompt, 24, k)) for k in kinds), *noise
+    )
+    assert together[:3] == alone
+    penalised = together[1]
+    assert penalised != reference(llama, prompt, 24)  # the penalty did change the output
+
+
+@pytest.fixture(scope="module")
+def demo_model(demo_model_dir: Path):
+    return AutoModelForCausalLM.from_pretrained(demo_model_dir, trust_remote_code=True).eval()
+
+
+async def test_demo_model_batches_32_concurrent_requests_like_generate(demo_model) -> None:
+    """The demo model (remote code, ALiBi) batches: left padding is masked by its bias."""
+    e = BatchingEngine(demo_model, "cpu", capacity=32)
     await e.start()
     try:
-        assert e.path == "serial"
-        assert e.fallback_reason
-        jobs = [([1, 3, 20 + i, 30 + i, 4], 10) for i in range(4)]
+        assert e.path == "batching" and e.fallback_reason is None
+        jobs = [(p, n // 2 + 4) for p, n in workload(32)]
         results = await asyncio.gather(
             *(collect(e, GenerationRequest(p, n, GREEDY)) for p, n in jobs)
         )
-        assert results == [reference(model, p, n) for p, n in jobs]
+        assert results == [reference(demo_model, p, n) for p, n in jobs]
+    finally:
+        await e.stop()
+
+
+class MaskBlindLlama(LlamaForCausalLM):
+    """A checkpoint whose forward ignores the attention mask (as some remote code does)."""
+
+    def forward(self, *args, attention_mask=None, position_ids=None, **kwargs):
+        return super().forward(*args, **kwargs)
+
+
+async def test_checkpoint_that_cannot_batch_is_served_serially(llama) -> None:
+    blind = MaskBlindLlama(llama.config).eval()
+    blind.load_state_dict(llama.state_dict())
+    e = BatchingEngine(blind, "cpu", capacity=8)
+    await e.start()
+    try:
+        assert e.path == "serial"
+        assert "differs" in e.fallback_reason
+        jobs = workload(4)
+        results = await asyncio.gather(
+            *(collect(e, GenerationRequest(p, n, GREEDY)) for p, n in jobs)
+        )
+        assert results == [reference(llama, p, n) for p, n in jobs]
     finally:
         await e.stop()

@@ -1,0 +1,77 @@
+"""Row operations on a left-padded batch KV cache (transformers ``DynamicCache``).
+
+A batch keeps one cache whose rows are left-aligned: row ``b`` holds its real tokens in the last
+``mask[b].sum()`` columns and padding before them, and the attention mask hides the padding. These
+helpers add rows (newcomers after their prefill), drop rows (finished or cancelled sequences) and
+cut leading columns that no row uses any more, so memory follows the live sequences.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+
+def _layers(cache: DynamicCache) -> list:
+    return list(cache.layers)
+
+
+def check_cache(cache: object) -> DynamicCache:
+    """``cache`` as a DynamicCache whose layers hold plain key/value tensors, or TypeError."""
+    if not isinstance(cache, DynamicCache):
+        raise TypeError(f"the model returned a {type(cache).__name__}, not a DynamicCache")
+    for layer in _layers(cache):
+        if not isinstance(getattr(layer, "keys", None), torch.Tensor):
+            raise TypeError(f"cache layer {type(layer).__name__} has no key tensor")
+    return cache
+
+
+def _pad_left(t: torch.Tensor, columns: int) -> torch.Tensor:
+    if columns <= 0:
+        return t
+    pad = t.new_zeros(*t.shape[:-2], columns, t.shape[-1])
+    return torch.cat([pad, t], dim=-2)
+
+
+def pad_mask_left(mask: torch.Tensor, columns: int) -> torch.Tensor:
+    """The attention mask with ``columns`` hidden columns in front."""
+    if columns <= 0:
+        return mask
+    return torch.cat([mask.new_zeros(mask.shape[0], columns), mask], dim=1)
+
+
+def append_rows(
+    cache: DynamicCache, mask: torch.Tensor, new: DynamicCache, new_mask: torch.Tensor
+) -> torch.Tensor:
+    """Append the rows of ``new`` to ``cache`` in place (both left-padded to the longer one);
+    returns the joint attention mask."""
+    length, new_length = mask.shape[1], new_mask.shape[1]
+    width = max(length, new_length)
+    for layer, other in zip(_layers(cache), _layers(new), strict=True):
+        layer.keys = torch.cat(
+            [_pad_left(layer.keys, width - length), _pad_left(other.keys, width - new_length)]
+        )
+        layer.values = torch.cat(
+            [_pad_left(layer.values, width - length), _pad_left(other.values, width - new_length)]
+        )
+    return torch.cat(
+        [pad_mask_left(mask, width - length), pad_mask_left(new_mask, width - new_length)]
+    )
+
+
+def keep_rows(cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """Keep only ``rows`` (in that order) and cut the leading columns none of them uses;
+    returns their attention mask."""
+    index = torch.tensor(rows, dtype=torch.long, device=mask.device)
+    mask = mask.index_select(0, index)
+    used = mask.any(dim=0).nonzero()
+    start = int(used[0]) if len(used) else mask.shape[1]
+    for layer in _layers(cache):
+        layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))[..., start:, :]
+        layer.values = layer.values.index_select(0, index.to(layer.values.device))[..., start:, :]
+    return mask[:, start:]
+
+
+def positions(mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Position ids of the last ``new_tokens`` columns: each row counts its own real tokens."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -new_tokens:]
