@@ -89,8 +89,11 @@ class KubernetesLeaseStore:
         self.pod_name = pod_name or os.environ.get("POD_NAME")
         self._owner: dict[str, Any] | None = None
         self._created: set[str] = set()
-        self._leases: dict[str, dict[str, Any]] = {}
-        self._pods: dict[str, dict[str, Any]] = {}
+        # parsed as they arrive: the gateway asks for a snapshot on every request
+        self._leases: dict[str, WorkerRecord] = {}
+        self._pods: dict[str, bool] = {}  # pod name -> Ready
+        self._changes = 0
+        self._cached: tuple[int, list[WorkerRecord]] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -168,20 +171,21 @@ class KubernetesLeaseStore:
     def snapshot(self) -> list[WorkerRecord]:
         """Every worker Lease as a record, ready only while its pod is Ready."""
         with self._lock:
+            if self._cached is not None and self._cached[0] == self._changes:
+                return list(self._cached[1])
+            changes = self._changes
             leases = list(self._leases.values())
             pods = dict(self._pods)
-        records = []
-        for lease in leases:
-            try:
-                record = WorkerRecord.from_lease(lease)
-            except ValueError as exc:
-                log.debug("skipping lease: %s", exc)
-                continue
-            pod = pods.get(record.name)
-            if record.ready and (pod is None or not pod_is_ready(pod)):
-                record = dataclasses.replace(record, ready=False)
-            records.append(record)
-        return sorted(records, key=lambda r: r.name)
+        records = sorted(
+            (
+                r if not r.ready or pods.get(r.name) else dataclasses.replace(r, ready=False)
+                for r in leases
+            ),
+            key=lambda r: r.name,
+        )
+        with self._lock:
+            self._cached = (changes, records)
+        return list(records)
 
     async def start(self) -> None:
         """List and watch Leases and Pods in background threads.
@@ -221,12 +225,17 @@ class KubernetesLeaseStore:
             self.namespace, label_selector=WORKER_SELECTOR, _preload_content=False
         )
         data = json.loads(result.data)
-        items = {item["metadata"]["name"]: item for item in data.get("items") or []}
+        items = {}
+        for item in data.get("items") or []:
+            value = _parse(kind, item)
+            if value is not None:
+                items[item["metadata"]["name"]] = value
         with self._lock:
             if kind == "leases":
                 self._leases = items
             else:
                 self._pods = items
+            self._changes += 1
         return (data.get("metadata") or {}).get("resourceVersion") or ""
 
     def _watch_loop(self, kind: str) -> None:
@@ -260,9 +269,22 @@ class KubernetesLeaseStore:
         name = (obj.get("metadata") or {}).get("name")
         if not name or event.get("type") not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        value = None if event["type"] == "DELETED" else _parse(kind, obj)
         with self._lock:
-            table = self._leases if kind == "leases" else self._pods
-            if event["type"] == "DELETED":
+            table: dict[str, Any] = self._leases if kind == "leases" else self._pods
+            if value is None:
                 table.pop(name, None)
             else:
-                table[name] = obj
+                table[name] = value
+            self._changes += 1
+
+
+def _parse(kind: str, obj: dict[str, Any]) -> WorkerRecord | bool | None:
+    """A Lease as a record (None when unreadable), a Pod as whether it is Ready."""
+    if kind == "pods":
+        return pod_is_ready(obj)
+    try:
+        return WorkerRecord.from_lease(obj)
+    except ValueError as exc:
+        log.debug("skipping lease: %s", exc)
+        return None
