@@ -82,12 +82,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--max-batch-tokens",
         type=int,
         default=256,
-        help="tokens computed per batched step (prefill chunks and decodes together)",
+        help="prompt tokens prefilled per batched step (long prompts are chunked)",
     )
     s.add_argument(
         "--kv-cache-memory",
         default=None,
-        help="memory for the batch's KV cache, e.g. 2GiB (default: sized by transformers)",
+        help=(
+            "memory for the batch's KV cache, e.g. 2GiB (default on GPUs: what --max-gpu-memory "
+            "leaves after the weights; on CPU: bounded by --limit-worker-concurrency only)"
+        ),
     )
     s.add_argument(
         "--drain-grace",

@@ -13,6 +13,7 @@ from kubechat.demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 from .batching_engine import BatchingEngine
 from .engine import Engine
 from .loading import LoadedModel, LoadOptions, load_model
+from .placement import parse_memory
 from .serial_engine import SerialEngine
 from .serving import ModelRuntime
 from .templates import resolve_template
@@ -57,8 +58,28 @@ def make_engine(loaded: LoadedModel, options: RuntimeOptions) -> Engine:
         loaded.device,
         capacity=options.limit_concurrency,
         max_batch_tokens=options.max_batch_tokens,
-        kv_budget_tokens=kv_tokens(loaded.model.config, options.kv_cache_bytes, loaded.dtype),
+        kv_budget_tokens=kv_tokens(
+            loaded.model.config, kv_budget_bytes(loaded, options), loaded.dtype
+        ),
     )
+
+
+def kv_budget_bytes(loaded: LoadedModel, options: RuntimeOptions) -> int | None:
+    """Bytes the batch's KV cache may take: ``--kv-cache-memory`` when given; on GPUs what the
+    ``--max-gpu-memory`` caps leave after the weights (less a tenth for activations); on CPU
+    None (the batch size bounds it)."""
+    if options.kv_cache_bytes is not None:
+        return options.kv_cache_bytes
+    load = options.load
+    if loaded.device.type != "cuda" or not load.max_gpu_memory or load.num_gpus < 1:
+        return None
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    return gpu_kv_budget(parse_memory(load.max_gpu_memory) * load.num_gpus, weights)
+
+
+def gpu_kv_budget(gpu_bytes: int, weight_bytes: int) -> int:
+    """What GPU memory caps leave for the KV cache after the weights and 10 % for activations."""
+    return max(0, int(gpu_bytes * 0.9) - weight_bytes)
 
 
 def kv_tokens(config: object, budget: int | None, dtype: torch.dtype) -> int | None:
