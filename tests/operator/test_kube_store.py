@@ -59,7 +59,7 @@ def until(check, timeout: float = 10.0):
     return result
 
 
-def test_worker_lease_is_owned_by_its_pod_and_replaced_on_renewal(api) -> None:
+def test_worker_lease_is_owned_by_its_pod_and_updated_on_renewal(api) -> None:
     pod = make_pod(api, "w1-pod", "store-a")
     store = KubernetesLeaseStore("default", api_client=api, pod_name="w1-pod")
     leases = kubernetes.client.CoordinationV1Api(api)
