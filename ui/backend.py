@@ -18,7 +18,15 @@ from kubechat.routing import Router
 
 
 class ChatError(Exception):
-    """A reply that could not be produced, with a message fit for the chat window."""
+    """A reply that could not be produced, with a message fit for the chat window.
+
+    ``too_long``: the worker refused the conversation as longer than the model's context window
+    (dropping older turns may help).
+    """
+
+    def __init__(self, message: str, *, too_long: bool = False) -> None:
+        super().__init__(message)
+        self.too_long = too_long
 
 
 @dataclass
@@ -121,9 +129,9 @@ class ChatBackend:
                 track=lambda worker: self.router.track(worker).release,
             )
         except OpenAIError as exc:
-            raise ChatError(_friendly(exc.status, exc.message)) from exc
+            raise _chat_error(exc.status, exc.message) from exc
         if isinstance(result, Buffered):
-            raise ChatError(_friendly(result.status, _error_message(result.body)))
+            raise _chat_error(result.status, _error_message(result.body))
         reply.stats.worker = result.headers.get("x-kubechat-worker", "")
         buffer = b""
         async for chunk in result.chunks:
@@ -164,11 +172,16 @@ def _error_message(body: bytes) -> str:
         return body.decode("utf-8", "replace")[:300]
 
 
-def _friendly(status: int, message: str) -> str:
+def _chat_error(status: int, message: str) -> ChatError:
     if status == 503:
-        return f"No worker is available for this model right now ({message}). Try again shortly."
+        return ChatError(
+            f"No worker is available for this model right now ({message}). Try again shortly."
+        )
     if status == 429:
-        return "Every worker for this model is busy. Try again in a moment."
-    if status == 400 and "context" in message:
-        return f"The conversation is too long for this model: {message} Clear the chat."
-    return f"Error {status}: {message}"
+        return ChatError("Every worker for this model is busy. Try again in a moment.")
+    if status == 400 and "context window" in message:
+        return ChatError(
+            f"The conversation is too long for this model: {message} Clear the chat.",
+            too_long=True,
+        )
+    return ChatError(f"Error {status}: {message}")

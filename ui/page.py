@@ -2,7 +2,8 @@
 
 The conversation sent to the model is kept apart from what the chat window shows: figures under
 replies and error notes are for the reader, never part of the prompt. Only the last
-``max_history_turns`` exchanges are sent, so long chats keep fitting the context window.
+``max_history_turns`` exchanges are kept and sent; when the worker still finds the conversation
+longer than the model's context window, the oldest exchanges are dropped until it fits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ TITLE = "kubechat"
 CSS = ".kubechat-footer {font-size: 0.8em; opacity: 0.7}"
 
 
+def message_text(content: Any) -> str:
+    """A chat message's text: Gradio hands messages back as lists of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    return "".join(part.get("text") or "" for part in content or [] if isinstance(part, dict))
+
+
 def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: int) -> gr.Blocks:
     """The Blocks app; ``reload_models`` refreshes the model list on every page load."""
 
@@ -33,6 +43,8 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                 value=(choices() or [None])[0],
                 label="Model",
                 interactive=True,
+                # each page load may bring a newer list than the one the server started with
+                allow_custom_value=True,
                 scale=3,
             )
             refresh = gr.Button("Refresh models", scale=1)
@@ -59,27 +71,36 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             chat_view: list[Message], turns: list[Message], name: str | None, params: Params
         ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
             """Stream the reply to the last user message of ``chat_view``."""
-            question = chat_view[-1]["content"]
+            question = message_text(chat_view[-1]["content"])
             chat_view = [*chat_view, {"role": "assistant", "content": ""}]
             if not name:
                 chat_view[-1]["content"] = "⚠️ No model is available: no live worker was found."
                 yield chat_view, turns
                 return
-            prompt = [*turns[-2 * max_history_turns :], {"role": "user", "content": question}]
-            text = ""
-            try:
-                async for reply in backend.stream(name, prompt, params):
-                    text = reply.text
-                    chat_view[-1] = {"role": "assistant", "content": text}
+            past = turns[-2 * max_history_turns :] if max_history_turns else []
+            while True:
+                prompt = [*past, {"role": "user", "content": question}]
+                text = ""
+                try:
+                    async for reply in backend.stream(name, prompt, params):
+                        text = reply.text
+                        chat_view[-1] = {"role": "assistant", "content": text}
+                        yield chat_view, turns
+                    break
+                except ChatError as exc:
+                    if exc.too_long and past:
+                        past = past[2:]  # forget the oldest exchange and ask again
+                        continue
+                    chat_view[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
                     yield chat_view, turns
-            except ChatError as exc:
-                chat_view[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
-                yield chat_view, turns
-                return
+                    return
             footer = f"\n\n<span class='kubechat-footer'>{reply.stats.line()}</span>"
             chat_view[-1] = {"role": "assistant", "content": text + footer}
-            turns = [*turns, {"role": "user", "content": question}]
-            turns = [*turns, {"role": "assistant", "content": text}]
+            exchange = [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": text},
+            ]
+            turns = [*past, *exchange]
             yield chat_view, turns
 
         async def submit(
@@ -114,7 +135,7 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             if last_user is None:
                 yield chat_view, turns
                 return
-            question = chat_view[last_user]["content"]
+            question = message_text(chat_view[last_user]["content"])
             turns = list(turns or [])
             if len(turns) >= 2 and turns[-2]["content"] == question:
                 turns = turns[:-2]  # the exchange being regenerated
@@ -135,22 +156,33 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             value = current if current in names else (names[0] if names else None)
             return gr.update(choices=names, value=value)
 
+        def clear_chat() -> tuple[list[Message], list[Message]]:
+            return [], []
+
+        # Named endpoints (gradio_client, scripts): /chat, /regenerate, /clear, /models,
+        # /model_defaults, /ask; the same handlers bound to other triggers stay unlisted.
+        hidden: dict[str, Any] = {"api_visibility": "private"}
         controls = [model, temperature, top_p, max_tokens]
+        sliders = [temperature, top_p, max_tokens]
         events = [
-            box.submit(submit, [box, chat, history, *controls], [box, chat, history]),
-            send.click(submit, [box, chat, history, *controls], [box, chat, history]),
-            regenerate.click(redo, [chat, history, *controls], [chat, history]),
+            box.submit(
+                submit, [box, chat, history, *controls], [box, chat, history], api_name="chat"
+            ),
+            send.click(submit, [box, chat, history, *controls], [box, chat, history], **hidden),
+            regenerate.click(
+                redo, [chat, history, *controls], [chat, history], api_name="regenerate"
+            ),
         ]
-        stop.click(None, cancels=events)
-        clear.click(lambda: ([], []), None, [chat, history], cancels=events)
-        model.change(pick_model, [model], [temperature, top_p, max_tokens])
-        refresh.click(refresh_models, [model], [model])
+        stop.click(None, cancels=events, **hidden)
+        clear.click(clear_chat, None, [chat, history], cancels=events, api_name="clear")
+        model.change(pick_model, [model], sliders, api_name="model_defaults")
+        refresh.click(refresh_models, [model], [model], api_name="models")
         if reload_models:
-            page.load(refresh_models, [model], [model]).then(
-                pick_model, [model], [temperature, top_p, max_tokens]
+            page.load(refresh_models, [model], [model], **hidden).then(
+                pick_model, [model], sliders, **hidden
             )
         else:
-            page.load(pick_model, [model], [temperature, top_p, max_tokens])
+            page.load(pick_model, [model], sliders, **hidden)
 
         async def ask(
             model_name: str,

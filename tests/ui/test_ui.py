@@ -3,6 +3,7 @@ gradio_client, and the page itself in headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,33 @@ def test_ask_endpoint_streams_the_answer(stack: Stack) -> None:
     assert all(partials[-1].startswith(p) for p in partials)
 
 
+def test_chat_endpoint_answers_and_keeps_the_conversation(stack: Stack) -> None:
+    client = Client(stack.ui_url + "/", verbose=False)
+    _, window = client.predict(SEED, [], "kubechat-demo", 0.0, 1.0, 64, api_name="/chat")
+    assert "K2" in _text(window[-1])
+    _, window = client.predict(SECOND, window, "kubechat-demo", 0.0, 1.0, 64, api_name="/chat")
+    assert [m["role"] for m in window] == ["user", "assistant", "user", "assistant"]
+    assert "Mount Everest" in _text(window[-1])
+
+
+def test_sliders_start_at_generation_config(stack: Stack, demo_model_dir: Path) -> None:
+    config = json.loads((demo_model_dir / "generation_config.json").read_text())
+    client = Client(stack.ui_url + "/", verbose=False)
+    updates = client.predict("kubechat-demo", api_name="/model_defaults")
+    assert [u["value"] for u in updates] == [
+        config["temperature"],
+        config["top_p"],
+        config["max_new_tokens"],
+    ]
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
 def test_unknown_model_is_a_readable_error(stack: Stack) -> None:
     client = Client(stack.ui_url + "/", verbose=False)
     with pytest.raises(Exception, match="No worker is available"):
@@ -66,7 +94,9 @@ def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
     """Open the page, ask the seed question, see K2, ask a second question, take a picture."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/install-tools.sh)")
+            pytest.fail(
+                f"{CHROMIUM} is missing: install Debian's chromium (.ci/install-browser.sh)"
+            )
         pytest.skip(f"{CHROMIUM} is not installed")
     from playwright.sync_api import expect, sync_playwright
 
@@ -87,7 +117,11 @@ def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
             page.goto(stack.ui_url)
             box = page.get_by_placeholder("Ask something and press Enter")
             box.wait_for(timeout=30_000)
-            expect(page.get_by_label("Model")).to_have_value("kubechat-demo", timeout=30_000)
+            picker = page.get_by_label("Model")
+            expect(picker).to_have_value("kubechat-demo", timeout=30_000)
+            picker.click()
+            page.get_by_role("option", name="kubechat-demo").click()
+            expect(picker).to_have_value("kubechat-demo")
             box.fill(SEED)
             box.press("Enter")
             page.get_by_text("K2, also known").first.wait_for(timeout=60_000)
