@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from kubechat.discovery.records import WorkerRecord
 
 MODELS = ("stub-broken", "stub-busy", "stub-echo", "stub-short")
 SHORT_CONTEXT = 120
@@ -81,3 +84,20 @@ def stub_app() -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def stub_record(name: str, address: str) -> WorkerRecord:
+    """A live heartbeat for the stand-in at ``address``, fresh for an hour."""
+    return WorkerRecord(
+        name=name,
+        deployment="stub",
+        models=MODELS,
+        address=address,
+        ready=True,
+        draining=False,
+        in_flight=0,
+        queued=0,
+        capacity=8,
+        renew_time=time.time(),
+        lease_duration=3600,
+    )

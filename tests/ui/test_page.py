@@ -4,7 +4,6 @@ defaults, the model list read again, login required."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +14,9 @@ from fastapi import FastAPI
 from gradio_client import Client
 
 from kubechat.discovery.local_store import LocalLeaseStore
-from kubechat.discovery.records import WorkerRecord
 from tests.gateway.stub_workers import serve
 from tests.support.processes import free_port, kubechat_argv, running, wait_http
-from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT, stub_app
+from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT, stub_app, stub_record
 
 USER, PASSWORD = "alice", "wonderland"
 HISTORY_TURNS = 2
@@ -65,21 +63,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     with serve(worker) as address, running(argv, ready_url=None, log_path=base / "ui.log") as proc:
         wait_http(url + "/", 180, proc)
         # published after the page started: the model list is read again, not fixed at start
-        LocalLeaseStore(state).publish(
-            WorkerRecord(
-                name="stub-1",
-                deployment="stub",
-                models=MODELS,
-                address=address,
-                ready=True,
-                draining=False,
-                in_flight=0,
-                queued=0,
-                capacity=8,
-                renew_time=time.time(),
-                lease_duration=3600,
-            )
-        )
+        LocalLeaseStore(state).publish(stub_record("stub-1", address))
         yield Page(url, worker)
 
 
