@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_SECONDS = 5.0
 KEEPALIVE = ": keep-alive\n\n"
+DONE_EVENT = "data: [DONE]\n\n"
 
 
 def create_app(
@@ -120,6 +121,10 @@ def create_app(
             async def events():
                 try:
                     async for event in with_keepalive(serving.stream(job), keepalive_seconds):
+                        if event == DONE_EVENT:
+                            # free the slot before the client can read the end and send its
+                            # next request, or that request could find the worker still full
+                            slot.release()
                         yield event
                 finally:
                     slot.release()
