@@ -31,6 +31,8 @@ from pathlib import Path
 
 import httpx
 
+from kubechat.discovery.local_store import LocalLeaseStore
+
 MODEL = "kubechat-demo"
 PROMPT = "Which mountain is the second highest one in the world?"
 
@@ -265,15 +267,17 @@ class Outcome:
     worker: str | None = None
 
 
-def chat_body(max_tokens: int, seed: int) -> dict:
-    """A streamed chat request that generates exactly ``max_tokens`` tokens."""
+def chat_body(max_tokens: int, n: int = 0) -> dict:
+    """The ``n``-th client's streamed chat request, generating exactly ``max_tokens`` tokens.
+
+    No seed: a seeded request may take a slower, one-at-a-time path in the worker.
+    """
     return {
         "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
+        "messages": [{"role": "user", "content": f"{PROMPT} ({n})"}],
         "max_tokens": max_tokens,
         "ignore_eos": True,
         "temperature": 0.8,
-        "seed": seed,
         "stream": True,
     }
 
@@ -387,9 +391,7 @@ async def closed_loop(
         async def user(i: int) -> None:
             n = 0
             while time.monotonic() < stop_at:
-                o = await stream_one(
-                    client, url, chat_body(max_tokens, seed=i * 1000 + n), deadline
-                )
+                o = await stream_one(client, url, chat_body(max_tokens, i * 1000 + n), deadline)
                 outcomes.append(o)
                 n += 1
                 if not o.completed:
@@ -415,12 +417,28 @@ async def time_until_unroutable(stack: LocalStack, before: float, limit: float) 
     return None
 
 
+async def time_until_draining(stack: LocalStack, name: str, limit: float) -> float | None:
+    """Seconds until worker ``name``'s lease says it is draining (None: not within ``limit``)."""
+    store = LocalLeaseStore(stack.leases)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        records = await asyncio.to_thread(store.snapshot)
+        if any(r.name == name and r.draining for r in records):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.02)
+    return None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 # ---- the scenarios --------------------------------------------------------------------------
 
 CLIENTS = 16
 
 
-async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 24) -> Report:
+async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 96) -> Report:
     """SIGKILL a worker under 16 concurrent streams."""
     victim = stack.workers["fault-0"]
     retries0 = stack.retries()
@@ -443,7 +461,7 @@ async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int =
     return Report("kill -9", outcomes, int(stack.retries() - retries0), left.get("t"))
 
 
-async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 24) -> Report:
+async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 96) -> Report:
     """SIGTERM a worker under 16 concurrent streams: it drains, then exits."""
     victim = stack.workers["fault-0"]
     retries0 = stack.retries()
@@ -452,9 +470,11 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
     async def fault() -> None:
         t0 = time.monotonic()
         victim.popen.send_signal(signal.SIGTERM)
-        info["left"] = await time_until_unroutable(
-            stack, len(stack.workers), stack.config.lease_duration + 5
+        marked, left = await asyncio.gather(
+            time_until_draining(stack, victim.name, stack.config.lease_duration + 5),
+            time_until_unroutable(stack, len(stack.workers), stack.config.lease_duration + 5),
         )
+        info["marked"], info["left"] = marked, left
         code = await asyncio.to_thread(victim.popen.wait, stack.config.drain_grace + 15)
         info["exit_after"] = time.monotonic() - t0
         info["exit_code"] = code
@@ -474,13 +494,14 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
         int(stack.retries() - retries0),
         info.get("left"),
         {
+            "lease_draining_after": _round(info.get("marked")),
             "exit_code": info.get("exit_code"),
-            "exited_after": None if exit_after is None else round(exit_after, 2),
+            "exited_after": _round(exit_after),
         },
     )
 
 
-async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int = 24) -> Report:
+async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int = 96) -> Report:
     """SIGSTOP a worker (a hung process: connections open, nothing answers), continue it later."""
     victim = stack.workers["fault-0"]
     retries0 = stack.retries()
@@ -560,7 +581,7 @@ async def burst(
 
         async def one(i: int) -> None:
             async with client.stream(
-                "POST", f"{url}/v1/chat/completions", json=chat_body(max_tokens, seed=i)
+                "POST", f"{url}/v1/chat/completions", json=chat_body(max_tokens, i)
             ) as r:
                 await r.aread()
                 key = str(r.status_code)

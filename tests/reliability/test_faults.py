@@ -45,9 +45,11 @@ def test_kill_9_ends_its_streams_with_an_error_and_loses_nothing(full_stack) -> 
     print(report.line())
     assert report.lost == 0
     assert report.completed + report.failed == report.sent
-    # the streams on the killed worker, and only those, end with an error event
-    assert 1 <= report.failed <= fs.CLIENTS
-    assert set(report.errors()) == {MID_STREAM_FAILURE}
+    # the streams on the killed worker end with an error event; a request may also find the
+    # survivor full for a moment (429 with Retry-After): a clear answer too
+    errors = report.errors()
+    assert 1 <= errors.get(MID_STREAM_FAILURE, 0) <= fs.CLIENTS, errors
+    assert set(errors) <= {MID_STREAM_FAILURE, "HTTP 429"}, errors
     # requests sent to it before its lease expired were retried on the survivor
     assert report.retried >= 1
     assert report.left_routing is not None
@@ -61,17 +63,15 @@ def test_sigterm_drains_the_worker_without_failing_a_request(full_stack) -> None
 
     async def run() -> fs.Report:
         async def watch() -> None:  # while draining, the worker itself refuses newcomers
+            body = fs.chat_body(4) | {"stream": False}
             while victim.popen.poll() is None and not refused:
                 try:
                     r = await asyncio.to_thread(
-                        httpx.post,
-                        victim.url + "/v1/chat/completions",
-                        json=fs.chat_body(4, seed=1) | {"stream": False},
-                        timeout=5,
+                        httpx.post, victim.url + "/v1/chat/completions", json=body, timeout=30
                     )
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 503:
+                except httpx.HTTPError:  # (it may be gone already)
+                    r = None
+                if r is not None and r.status_code == 503:
                     refused.append(r)
                 await asyncio.sleep(0.05)
 
@@ -82,6 +82,8 @@ def test_sigterm_drains_the_worker_without_failing_a_request(full_stack) -> None
     print(report.line())
     assert report.lost == 0
     assert report.failed == 0, report.errors()
+    assert report.notes["lease_draining_after"] is not None
+    assert report.notes["lease_draining_after"] < full_stack.config.lease_duration
     assert report.notes["exit_code"] == 0
     assert report.notes["exited_after"] <= full_stack.config.drain_grace
     # the lease is marked draining at once, long before it would expire
@@ -105,8 +107,9 @@ def test_sigstop_makes_the_worker_unroutable_and_its_streams_time_out(full_stack
     assert report.left_routing is not None
     assert report.left_routing <= cfg.lease_duration + 1.0
     # the streams caught on the stopped worker end by the gateway's idle timeout, cleanly
-    assert 1 <= report.failed <= fs.CLIENTS
-    assert set(report.errors()) == {MID_STREAM_FAILURE}
+    errors = report.errors()
+    assert 1 <= errors.get(MID_STREAM_FAILURE, 0) <= fs.CLIENTS, errors
+    assert set(errors) <= {MID_STREAM_FAILURE, "HTTP 429"}, errors
     assert report.notes["last_failure_after"] <= cfg.upstream_timeout + 3.0
 
 
