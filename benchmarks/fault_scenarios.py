@@ -417,6 +417,23 @@ async def time_until_unroutable(stack: LocalStack, before: float, limit: float) 
     return None
 
 
+async def wait_for_running(worker: Proc, at_least: int, limit: float) -> bool:
+    """Wait until ``worker`` generates ``at_least`` sequences (its own gauge); False if it
+    does not within ``limit`` seconds."""
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+        while time.monotonic() - t0 < limit:
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await client.get(worker.url + "/metrics")).text
+                for line in text.splitlines():
+                    if line.startswith("kubechat_worker_running ") and (
+                        float(line.split()[1]) >= at_least
+                    ):
+                        return True
+            await asyncio.sleep(0.02)
+    return False
+
+
 async def time_until_draining(stack: LocalStack, name: str, limit: float) -> float | None:
     """Seconds until worker ``name``'s lease says it is draining (None: not within ``limit``)."""
     store = LocalLeaseStore(stack.leases)
@@ -445,6 +462,8 @@ async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int =
     left: dict[str, float | None] = {}
 
     async def fault() -> None:
+        # strike while streams are running there, so some are cut mid-way
+        await wait_for_running(victim, at_least=4, limit=10.0)
         os.kill(victim.pid, signal.SIGKILL)
         left["t"] = await time_until_unroutable(
             stack, len(stack.workers), stack.config.lease_duration + 5
@@ -468,6 +487,7 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
     info: dict[str, float | None] = {}
 
     async def fault() -> None:
+        await wait_for_running(victim, at_least=4, limit=10.0)  # so that there is work to drain
         t0 = time.monotonic()
         victim.popen.send_signal(signal.SIGTERM)
         marked, left = await asyncio.gather(
@@ -509,6 +529,7 @@ async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int 
     stopped_at: list[float] = []
 
     async def fault() -> None:
+        await wait_for_running(victim, at_least=4, limit=10.0)
         os.kill(victim.pid, signal.SIGSTOP)
         stopped_at.append(time.monotonic())
         left["t"] = await time_until_unroutable(
