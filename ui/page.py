@@ -48,7 +48,12 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                 scale=3,
             )
             refresh = gr.Button("Refresh models", scale=1)
-        chat = gr.Chatbot(label="Chat", height=460)
+        chat = gr.Chatbot(
+            label="Chat",
+            height=460,
+            buttons=["copy", "copy_all"],
+            placeholder="Pick a model, then ask something below.",
+        )
         history = gr.State([])  # what the model sees: [{"role", "content"}, ...]
         with gr.Row():
             box = gr.Textbox(
@@ -61,7 +66,7 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
         with gr.Row():
             stop = gr.Button("Stop")
             regenerate = gr.Button("Regenerate")
-            clear = gr.Button("Clear")
+            clear = gr.Button("Clear", elem_id="kubechat-clear")
         with gr.Accordion("Parameters", open=False):
             temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top p")
@@ -175,6 +180,8 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
         ]
         stop.click(None, cancels=events, **hidden)
         clear.click(clear_chat, None, [chat, history], cancels=events, api_name="clear")
+        # the chat window's own trash icon must forget the conversation too
+        chat.clear(clear_chat, None, [chat, history], cancels=events, **hidden)
         model.change(pick_model, [model], sliders, api_name="model_defaults")
         refresh.click(refresh_models, [model], [model], api_name="models")
         if reload_models:

@@ -3,7 +3,9 @@ each answering in one scripted way, and recording the chat requests it receives.
 
 Models: ``stub-echo`` streams back what it was asked; ``stub-busy`` answers 429;
 ``stub-broken`` sends one piece and then an error event; ``stub-short`` has a context window of
-``SHORT_CONTEXT`` characters and refuses longer conversations like a real worker does.
+``SHORT_CONTEXT`` characters and refuses longer conversations like a real worker does;
+``stub-slow`` streams a word every 50 ms until its client goes away, then counts that in
+``app.state.dropped``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from kubechat.discovery.records import WorkerRecord
 
-MODELS = ("stub-broken", "stub-busy", "stub-echo", "stub-short")
+MODELS = ("stub-broken", "stub-busy", "stub-echo", "stub-short", "stub-slow")
 SHORT_CONTEXT = 120
 DEFAULTS = {"temperature": 0.3, "top_p": 0.85, "max_tokens": 99, "context_length": 512}
 
@@ -33,10 +36,22 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "code": code}}, status_code=status)
 
 
+async def _endless(app: FastAPI, model: str) -> AsyncIterator[str]:
+    try:
+        count = 0
+        while True:
+            count += 1
+            yield _chunk(model, {"content": f"word{count} "})
+            await asyncio.sleep(0.05)
+    finally:
+        app.state.dropped += 1
+
+
 def stub_app() -> FastAPI:
     """The stand-in; ``app.state.requests`` lists the chat request bodies received."""
     app = FastAPI()
     app.state.requests = []
+    app.state.dropped = 0
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -63,6 +78,8 @@ def stub_app() -> FastAPI:
                     f"{size} tokens. Shorten the prompt.",
                     "context_length_exceeded",
                 )
+        if model == "stub-slow":
+            return StreamingResponse(_endless(app, model), media_type="text/event-stream")
         answer = f"You said: {messages[-1]['content']} ({len(messages)} messages)"
         words = answer.split(" ")
 

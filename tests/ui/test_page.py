@@ -4,67 +4,14 @@ defaults, the model list read again, login required."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from gradio_client import Client
 
-from kubechat.discovery.local_store import LocalLeaseStore
-from tests.gateway.stub_workers import serve
-from tests.support.processes import free_port, kubechat_argv, running, wait_http
-from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT, stub_app, stub_record
-
-USER, PASSWORD = "alice", "wonderland"
-HISTORY_TURNS = 2
-
-
-@dataclass
-class Page:
-    """A running ``kubechat ui`` and the stand-in worker behind it."""
-
-    url: str
-    worker: FastAPI
-
-    def client(self) -> Client:
-        """A new browser-like session (its own chat history) logged in."""
-        return Client(self.url + "/", auth=(USER, PASSWORD), verbose=False)
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Chat requests the worker received so far."""
-        return self.worker.state.requests
-
-
-@pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    base = tmp_path_factory.mktemp("ui-page")
-    state = base / "state"
-    auth_file = base / "auth"
-    auth_file.write_text(f"{USER}:{PASSWORD}\n")
-    port = free_port()
-    worker = stub_app()
-    argv = kubechat_argv(
-        "ui",
-        "--lease-store",
-        f"local:{state}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-history-turns",
-        str(HISTORY_TURNS),
-        "--auth-file",
-        str(auth_file),
-    )
-    url = f"http://127.0.0.1:{port}"
-    with serve(worker) as address, running(argv, ready_url=None, log_path=base / "ui.log") as proc:
-        wait_http(url + "/", 180, proc)
-        # published after the page started: the model list is read again, not fixed at start
-        LocalLeaseStore(state).publish(stub_record("stub-1", address))
-        yield Page(url, worker)
+from tests.ui.conftest import HISTORY_TURNS, PASSWORD, USER, StubUI
+from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT
 
 
 def chat(client: Client, message: str, history: list, model: str = "stub-echo") -> list:
@@ -81,23 +28,23 @@ def text(message: dict[str, Any]) -> str:
     return "".join(part.get("text", "") for part in content)
 
 
-def test_login_is_required(page: Page) -> None:
+def test_login_is_required(stub_ui: StubUI) -> None:
     with pytest.raises(Exception):  # noqa: B017 - gradio_client raises a plain Exception
-        Client(page.url + "/", auth=(USER, "wrong"), verbose=False)
-    r = httpx.post(page.url + "/login", data={"username": USER, "password": "wrong"})
+        Client(stub_ui.url + "/", auth=(USER, "wrong"), verbose=False)
+    r = httpx.post(stub_ui.url + "/login", data={"username": USER, "password": "wrong"})
     assert r.status_code >= 400
-    r = httpx.post(page.url + "/login", data={"username": USER, "password": PASSWORD})
+    r = httpx.post(stub_ui.url + "/login", data={"username": USER, "password": PASSWORD})
     assert r.status_code == 200
 
 
-def test_model_list_is_read_again(page: Page) -> None:
-    update = page.client().predict(None, api_name="/models")
+def test_model_list_is_read_again(stub_ui: StubUI) -> None:
+    update = stub_ui.client().predict(None, api_name="/models")
     assert [value for _, value in update["choices"]] == list(MODELS)
     assert update["value"] == MODELS[0]
 
 
-def test_sliders_start_at_the_models_generation_defaults(page: Page) -> None:
-    updates = page.client().predict("stub-echo", api_name="/model_defaults")
+def test_sliders_start_at_the_models_generation_defaults(stub_ui: StubUI) -> None:
+    updates = stub_ui.client().predict("stub-echo", api_name="/model_defaults")
     assert tuple(u["value"] for u in updates) == (
         DEFAULTS["temperature"],
         DEFAULTS["top_p"],
@@ -105,8 +52,8 @@ def test_sliders_start_at_the_models_generation_defaults(page: Page) -> None:
     )
 
 
-def test_reply_streams_with_a_figures_line_kept_out_of_the_prompt(page: Page) -> None:
-    client = page.client()
+def test_reply_streams_with_a_figures_line_kept_out_of_the_prompt(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
     job = client.submit("hello there", [], "stub-echo", 0.7, 1.0, 32, api_name="/chat")
     updates = list(job)
     window = job.result()[1]
@@ -117,19 +64,19 @@ def test_reply_streams_with_a_figures_line_kept_out_of_the_prompt(page: Page) ->
     assert "tokens/s" in reply
 
     window = chat(client, "and again", window)
-    sent = page.requests()[-1]["messages"]
+    sent = stub_ui.requests()[-1]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[1]["content"] == "You said: hello there (1 messages)"
     assert text(window[-1]).startswith("You said: and again (3 messages)")
 
 
-def test_history_sent_to_the_model_is_capped(page: Page) -> None:
-    client = page.client()
+def test_history_sent_to_the_model_is_capped(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
     window: list = []
     for i in range(5):
         window = chat(client, f"question {i}", window)
     assert len(window) == 10, "the window keeps the whole conversation"
-    sent = page.requests()[-1]["messages"]
+    sent = stub_ui.requests()[-1]["messages"]
     assert len(sent) == 2 * HISTORY_TURNS + 1
     assert [m["content"] for m in sent if m["role"] == "user"] == [
         "question 2",
@@ -138,14 +85,14 @@ def test_history_sent_to_the_model_is_capped(page: Page) -> None:
     ]
 
 
-def test_regenerate_asks_the_last_question_again(page: Page) -> None:
-    client = page.client()
+def test_regenerate_asks_the_last_question_again(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
     window = chat(client, "first", [])
     window = chat(client, "second", window)
-    before = len(page.requests())
+    before = len(stub_ui.requests())
     window = client.predict(window, "stub-echo", 0.7, 1.0, 32, api_name="/regenerate")
-    assert len(page.requests()) == before + 1
-    sent = page.requests()[-1]["messages"]
+    assert len(stub_ui.requests()) == before + 1
+    sent = stub_ui.requests()[-1]["messages"]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["first", "second"]
     assert len(window) == 4, "the last reply is replaced, not added"
     assert text(window[-1]).startswith("You said: second (3 messages)")
@@ -160,9 +107,9 @@ def test_regenerate_asks_the_last_question_again(page: Page) -> None:
     ],
 )
 def test_errors_are_shown_in_the_chat_and_the_page_goes_on(
-    page: Page, model: str, shown: str
+    stub_ui: StubUI, model: str, shown: str
 ) -> None:
-    client = page.client()
+    client = stub_ui.client()
     window = chat(client, "hello", [], model=model)
     assert shown in text(window[-1])
     assert window[-1]["role"] == "assistant"
@@ -172,14 +119,14 @@ def test_errors_are_shown_in_the_chat_and_the_page_goes_on(
     )
 
 
-def test_too_long_conversation_drops_its_oldest_turns(page: Page) -> None:
-    client = page.client()
+def test_too_long_conversation_drops_its_oldest_turns(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
     window: list = []
     for i in range(3):
         window = chat(client, f"question number {i}", window, model="stub-short")
     reply = text(window[-1])
     assert reply.startswith("You said: question number 2 ("), reply
-    sent = page.requests()[-1]["messages"]
+    sent = stub_ui.requests()[-1]["messages"]
     assert sum(len(m["content"]) for m in sent) <= SHORT_CONTEXT
     assert len(sent) < 2 * HISTORY_TURNS + 1, "older turns were dropped to fit"
 
@@ -187,9 +134,9 @@ def test_too_long_conversation_drops_its_oldest_turns(page: Page) -> None:
     assert "too long" in text(window[-1])
 
 
-def test_clear_empties_the_chat(page: Page) -> None:
-    client = page.client()
+def test_clear_empties_the_chat(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
     chat(client, "remember me", [])
     assert client.predict(api_name="/clear") == []
     chat(client, "new start", [])
-    assert len(page.requests()[-1]["messages"]) == 1, "history was cleared too"
+    assert len(stub_ui.requests()[-1]["messages"]) == 1, "history was cleared too"

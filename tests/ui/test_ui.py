@@ -4,7 +4,6 @@ gradio_client, and the page itself in headless Chromium driven by Playwright."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -15,12 +14,12 @@ from gradio_client import Client
 
 from tests.e2e.conftest import Stack, start_stack, stop_stack
 from tests.support.processes import kubechat_argv
+from tests.ui.browser import browser_page
 
 pytestmark = pytest.mark.slow
 
 SEED = "Which mountain is the second highest one in the world?"
 SECOND = "Which mountain is the highest one in the world?"
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
@@ -92,48 +91,27 @@ def test_bad_auth_flag_exits_2() -> None:
 
 def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
     """Open the page, ask the seed question, see K2, ask a second question, take a picture."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{CHROMIUM} is missing: install Debian's chromium (.ci/install-browser.sh)"
-            )
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(stack.ui_url)
-            box = page.get_by_placeholder("Ask something and press Enter")
-            box.wait_for(timeout=30_000)
-            picker = page.get_by_label("Model")
-            expect(picker).to_have_value("kubechat-demo", timeout=30_000)
-            picker.click()
-            page.get_by_role("option", name="kubechat-demo").click()
-            expect(picker).to_have_value("kubechat-demo")
-            box.fill(SEED)
-            box.press("Enter")
-            page.get_by_text("K2, also known").first.wait_for(timeout=60_000)
-            page.get_by_text("tokens/s").first.wait_for(timeout=10_000)
-            box.fill(SECOND)
-            page.get_by_role("button", name="Send").click()
-            page.get_by_text("Mount Everest").first.wait_for(timeout=60_000)
-            expect(page.get_by_text("tokens/s")).to_have_count(2, timeout=30_000)
-            shot = tmp_path / "ui.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(stack.ui_url)
+        box = page.get_by_placeholder("Ask something and press Enter")
+        box.wait_for(timeout=30_000)
+        picker = page.get_by_label("Model")
+        expect(picker).to_have_value("kubechat-demo", timeout=30_000)
+        picker.click()
+        page.get_by_role("option", name="kubechat-demo").click()
+        expect(picker).to_have_value("kubechat-demo")
+        box.fill(SEED)
+        box.press("Enter")
+        page.get_by_text("K2, also known").first.wait_for(timeout=60_000)
+        page.get_by_text("tokens/s").first.wait_for(timeout=10_000)
+        box.fill(SECOND)
+        page.get_by_role("button", name="Send").click()
+        page.get_by_text("Mount Everest").first.wait_for(timeout=60_000)
+        expect(page.get_by_text("tokens/s")).to_have_count(2, timeout=30_000)
+        shot = tmp_path / "ui.png"
+        page.screenshot(path=str(shot), full_page=True)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "ui.png")
     assert shot.stat().st_size > 10_000
