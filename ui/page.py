@@ -205,7 +205,8 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                 async for reply in backend.stream(model_name, messages, params):
                     yield reply.text
             except ChatError as exc:
-                raise gr.Error(str(exc)) from exc
+                # an expected outcome (busy, no worker), told to the caller: no traceback in the log
+                raise gr.Error(str(exc), print_exception=False) from exc
 
         gr.api(ask, api_name="ask")
     return page

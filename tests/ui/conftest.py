@@ -15,7 +15,8 @@ from tests.gateway.stub_workers import serve
 from tests.support.processes import free_port, kubechat_argv, running, wait_http
 from tests.ui.stub_worker import stub_app, stub_record
 
-USER, PASSWORD = "alice", "wonderland"
+USER, PASSWORD = "alice", "wonderland"  # from --auth-file
+ENV_USER, ENV_PASSWORD = "bob", "builder"  # from $KUBECHAT_UI_AUTH
 HISTORY_TURNS = 2
 
 
@@ -57,7 +58,9 @@ def stub_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubUI]:
         str(auth_file),
     )
     url = f"http://127.0.0.1:{port}"
-    with serve(worker) as address, running(argv, ready_url=None, log_path=base / "ui.log") as proc:
+    env = {"KUBECHAT_UI_AUTH": f"{ENV_USER}:{ENV_PASSWORD}"}
+    log = base / "ui.log"
+    with serve(worker) as address, running(argv, ready_url=None, log_path=log, env=env) as proc:
         wait_http(url + "/", 180, proc)
         # published after the page started: the model list is read again, not fixed at start
         LocalLeaseStore(state).publish(stub_record("stub-1", address))

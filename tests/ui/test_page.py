@@ -10,7 +10,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.ui.conftest import HISTORY_TURNS, PASSWORD, USER, StubUI
+from tests.ui.conftest import ENV_PASSWORD, ENV_USER, HISTORY_TURNS, PASSWORD, USER, StubUI
 from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT
 
 
@@ -33,8 +33,9 @@ def test_login_is_required(stub_ui: StubUI) -> None:
         Client(stub_ui.url + "/", auth=(USER, "wrong"), verbose=False)
     r = httpx.post(stub_ui.url + "/login", data={"username": USER, "password": "wrong"})
     assert r.status_code >= 400
-    r = httpx.post(stub_ui.url + "/login", data={"username": USER, "password": PASSWORD})
-    assert r.status_code == 200
+    for user, password in [(USER, PASSWORD), (ENV_USER, ENV_PASSWORD)]:
+        r = httpx.post(stub_ui.url + "/login", data={"username": user, "password": password})
+        assert r.status_code == 200, user
 
 
 def test_model_list_is_read_again(stub_ui: StubUI) -> None:
