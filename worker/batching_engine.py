@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import Engine, EngineError, EngineStats, GenerationRequest, SamplingParams, Step
-from .padded_cache import append_rows, check_cache, keep_rows, positions
+from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
 from .sampling import new_generator, pick_token
 from .serial_engine import SerialEngine
 
@@ -328,6 +328,7 @@ class BatchingEngine(Engine):
             **{self._cache_arg: cohort.cache},
         )
         cohort.cache = check_cache(_output_cache(out))
+        use_growing_layers(cohort.cache)
         cohort.done_columns = end
         if end < width:
             return

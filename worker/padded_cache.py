@@ -9,7 +9,7 @@ cut leading columns that no row uses any more, so memory follows the live sequen
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 
 def _layers(cache: DynamicCache) -> list:
@@ -75,3 +75,47 @@ def keep_rows(cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> torch
 def positions(mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Position ids of the last ``new_tokens`` columns: each row counts its own real tokens."""
     return (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -new_tokens:]
+
+
+class GrowingLayer(DynamicLayer):
+    """A DynamicLayer that appends into a buffer with spare columns instead of concatenating, so
+    a decode step writes one column instead of copying the whole cache. ``keys``/``values`` stay
+    views of the live columns; assigning other tensors to them (row edits) starts a new buffer."""
+
+    _key_buffer: torch.Tensor | None = None
+    _value_buffer: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized or self.keys is None or self.keys.numel() == 0:
+            self.keys, self.values = key_states, value_states
+            self.is_initialized = True
+            self.device = key_states.device
+            self._key_buffer = self._value_buffer = None
+            return self.keys, self.values
+        used, new = self.keys.shape[-2], key_states.shape[-2]
+        buffer = self._key_buffer
+        fresh = buffer is None or self.keys.data_ptr() != buffer.data_ptr()
+        if fresh or used + new > buffer.shape[-2] or buffer.shape[0] != self.keys.shape[0]:
+            room = max(64, (used + new) // 2)
+            self._key_buffer = _with_room(self.keys, room)
+            self._value_buffer = _with_room(self.values, room)
+        self._key_buffer[..., used : used + new, :] = key_states
+        self._value_buffer[..., used : used + new, :] = value_states
+        self.keys = self._key_buffer[..., : used + new, :]
+        self.values = self._value_buffer[..., : used + new, :]
+        return self.keys, self.values
+
+
+def _with_room(t: torch.Tensor, room: int) -> torch.Tensor:
+    buffer = t.new_empty(*t.shape[:-2], t.shape[-2] + room, t.shape[-1])
+    buffer[..., : t.shape[-2], :] = t
+    return buffer
+
+
+def use_growing_layers(cache: DynamicCache) -> None:
+    """Switch the plain dynamic layers of ``cache`` to :class:`GrowingLayer` (same state)."""
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer:
+            layer.__class__ = GrowingLayer
