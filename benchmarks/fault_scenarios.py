@@ -189,14 +189,9 @@ class LocalStack:
     def live_workers(self) -> float:
         """How many workers the gateway would route to now (its own gauge)."""
         try:
-            text = httpx.get(f"{self.url}/metrics", timeout=2).text
+            return live_workers_in(httpx.get(f"{self.url}/metrics", timeout=2).text)
         except httpx.HTTPError:
             return float("nan")
-        prefix = f'kubechat_gateway_live_workers{{model="{MODEL}"}}'
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
 
     def retries(self) -> float:
         """Requests the gateway has retried on another worker so far."""
@@ -407,14 +402,26 @@ async def closed_loop(
 
 async def time_until_unroutable(stack: LocalStack, before: float, limit: float) -> float | None:
     """Seconds until the gateway routes to fewer than ``before`` workers (None: not within
-    ``limit`` seconds)."""
+    ``limit`` seconds). Taken when the first poll showing it answers: an upper bound, late by
+    at most one poll (a kept-alive connection, polled every 20 ms)."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        live = await asyncio.to_thread(stack.live_workers)
-        if live == live and live < before:  # (nan while the gateway is away)
-            return time.monotonic() - t0
-        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+        while time.monotonic() - t0 < limit:
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await client.get(f"{stack.url}/metrics")).text
+                if live_workers_in(text) < before:
+                    return time.monotonic() - t0
+            await asyncio.sleep(0.02)
     return None
+
+
+def live_workers_in(metrics_text: str) -> float:
+    """The gateway's live-worker gauge for the demo model, from its /metrics text."""
+    prefix = f'kubechat_gateway_live_workers{{model="{MODEL}"}}'
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 async def wait_for_running(worker: Proc, at_least: int, limit: float) -> bool:

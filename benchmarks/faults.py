@@ -1,0 +1,88 @@
+"""Fault scenarios on a local kubechat stack, with figures per scenario.
+
+Starts two demo-model workers and a gateway as local processes (leases renewed every 0.5 s,
+expiring after 2 s), then, each under 16 closed-loop streaming clients: kills a worker with
+SIGKILL, stops one with SIGTERM (drain), freezes one with SIGSTOP, and restarts the gateway.
+Then a burst of 4x a worker's capacity, at the worker and through the gateway with every
+worker full. Per scenario it prints requests sent / completed / retried by the gateway / failed
+with a clear error / lost (no answer at all), and the time until a dead worker left routing.
+
+    python benchmarks/faults.py                      # all scenarios on the demo model
+    python benchmarks/faults.py --scenario kill9 --scenario sigterm
+
+Exit status 1 if any request was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fault_scenarios import SCENARIOS, LocalStack, StackConfig, burst, rss_kib
+
+
+def main() -> int:
+    """Run the chosen scenarios and print their figures."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scenario", action="append", choices=[*SCENARIOS, "overload"])
+    p.add_argument("--model-dir", type=Path, help="default: the demo model (built once)")
+    p.add_argument("--workdir", type=Path, help="logs and leases (default: a temp folder)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario")
+    args = p.parse_args()
+    scenarios = args.scenario or [*SCENARIOS, "overload"]
+    model_dir = args.model_dir
+    if model_dir is None:
+        from kubechat.demo_model.cache import ensure_demo_model
+
+        model_dir = ensure_demo_model(progress=True)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kubechat-faults-"))
+    config = StackConfig(model_dir=Path(model_dir), workdir=workdir)
+    stack = LocalStack(config)
+    print(
+        f"stack: {config.workers} workers (limit {config.limit} each), lease renew "
+        f"{config.renew_interval:g}s / duration {config.lease_duration:g}s, gateway idle timeout "
+        f"{config.upstream_timeout:g}s, first-chunk timeout {config.first_chunk_timeout:g}s; "
+        f"logs in {workdir}",
+        flush=True,
+    )
+    lost = 0
+    t0 = time.monotonic()
+    try:
+        stack.start()
+        for name in scenarios:
+            stack.ensure_workers()
+            if name == "overload":
+                overload(stack)
+                continue
+            report = asyncio.run(SCENARIOS[name](stack, duration=args.duration))
+            lost += report.lost
+            print(report.line(), flush=True)
+    finally:
+        stack.stop()
+    print(f"total {time.monotonic() - t0:.0f}s; lost requests: {lost}")
+    return 1 if lost else 0
+
+
+def overload(stack: LocalStack) -> None:
+    """A burst of 4x one worker's capacity at that worker, then 4x the whole stack's capacity
+    through the gateway; status counts and memory before/after."""
+    worker = next(iter(stack.workers.values()))
+    capacity = stack.config.limit
+    pids = {"worker": worker.pid, "gateway": stack.gateway.pid}
+    before = {k: rss_kib(p) for k, p in pids.items()}
+    direct = asyncio.run(burst(worker.url, requests=4 * capacity))
+    total = capacity * len(stack.workers)
+    via_gateway = asyncio.run(burst(stack.url, requests=4 * total))
+    after = {k: rss_kib(p) for k, p in pids.items()}
+    rss = " ".join(f"{k}_rss={before[k] // 1024}->{after[k] // 1024}MiB" for k in pids)
+    print(
+        f"{'overload':<16} worker 4x{capacity}: {direct}  gateway 4x{total}: {via_gateway}  {rss}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
