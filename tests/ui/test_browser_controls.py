@@ -30,6 +30,10 @@ def test_stop_regenerate_and_clear(stub_ui: StubUI) -> None:
             expect(picker).to_have_value(model)
 
         pick("stub-slow")
+        page.get_by_text("Parameters").click()
+        for label, value in [("Temperature", 0.3), ("Top p", 0.85), ("Max output tokens", 99)]:
+            field = page.get_by_label(f"number input for {label}")
+            expect(field).to_have_value(str(value), timeout=10_000)
         dropped = stub_ui.worker.state.dropped
         box.fill("tell me everything")
         box.press("Enter")

@@ -89,7 +89,7 @@ def test_bad_auth_flag_exits_2() -> None:
     assert "USER:PASSWORD" in proc.stderr
 
 
-def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
+def test_browser_chat(stack: Stack, demo_model_dir: Path, tmp_path: Path) -> None:
     """Open the page, ask the seed question, see K2, ask a second question, take a picture."""
     from playwright.sync_api import expect
 
@@ -102,6 +102,19 @@ def test_browser_chat(stack: Stack, tmp_path: Path) -> None:
         picker.click()
         page.get_by_role("option", name="kubechat-demo").click()
         expect(picker).to_have_value("kubechat-demo")
+        page.get_by_text("Parameters").click()  # starts at the model's generation_config
+        config = json.loads((demo_model_dir / "generation_config.json").read_text())
+        for label, key in [
+            ("Temperature", "temperature"),
+            ("Top p", "top_p"),
+            ("Max output tokens", "max_new_tokens"),
+        ]:
+            field = page.get_by_label(f"number input for {label}")
+            expect(field).to_have_value(str(config[key]), timeout=10_000)
+        temperature = page.get_by_label("number input for Temperature")
+        temperature.fill("0")  # greedy: the answers below are then certain
+        temperature.press("Enter")
+        expect(page.get_by_label("range slider for Temperature")).to_have_value("0")
         box.fill(SEED)
         box.press("Enter")
         page.get_by_text("K2, also known").first.wait_for(timeout=60_000)
