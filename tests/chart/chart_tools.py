@@ -22,7 +22,9 @@ NAMESPACE = "chat"
 
 def require_tool(name: str, install_hint: str) -> str:
     """The tool's path; when missing, fail under CI (CI=true) and skip elsewhere."""
-    path = shutil.which(name)
+    # tools with conflicting dependencies live in their own venvs, linked from .tools/bin
+    tools_bin = Path(os.environ.get("KUBECHAT_TOOLS_DIR") or REPO / ".tools") / "bin"
+    path = shutil.which(name) or shutil.which(name, path=str(tools_bin))
     if path:
         return path
     message = f"{name} is not installed ({install_hint})"
