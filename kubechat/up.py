@@ -22,6 +22,7 @@ from .manifests import ManifestError, load_manifests
 from .plan import plan_deployment
 
 SEED_QUESTION = "Which mountain is the second highest one in the world?"
+DEFAULT_UI_PORT = 7860  # Gradio's usual port
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -54,7 +55,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="seconds to wait for every process to become ready",
     )
     p.add_argument("--drain-grace", type=float, default=30.0)
-    p.add_argument("--ui-port", type=int, default=7860, help="the chat page's port")
+    p.add_argument(
+        "--ui-port",
+        type=int,
+        default=None,
+        help=f"the chat page's port (default {DEFAULT_UI_PORT}, or a free one if that is taken)",
+    )
     p.add_argument("--no-ui", action="store_true", help="do not start the chat page")
 
 
@@ -99,17 +105,15 @@ def run(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)
     ui_url = None
     if not args.no_ui:
-        if args.ui_port == args.port:
-            raise UsageError("--ui-port must differ from --port")
-        _check_port_free(args.host, args.ui_port)
-        ui_url = f"http://{args.host}:{args.ui_port}"
+        ui_port = choose_ui_port(args.host, args.ui_port, args.port)
+        ui_url = f"http://{args.host}:{ui_port}"
         ui_argv = [
             *KUBECHAT,
             "ui",
             "--host",
             args.host,
             "--port",
-            str(args.ui_port),
+            str(ui_port),
             "--lease-store",
             f"local:{state_dir / 'leases'}",
         ]
@@ -189,7 +193,7 @@ def _print_ready(plans: list, gateway_url: str, keys: list[str], ui_url: str | N
     )
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
     import socket
 
     with socket.socket() as s:
@@ -197,8 +201,27 @@ def _check_port_free(host: str, port: int) -> None:
             s.bind((host, port))
         except OSError as exc:
             raise UsageError(
-                f"port {port} on {host} is taken ({exc.strerror}); use --port"
+                f"port {port} on {host} is taken ({exc.strerror}); use {flag}"
             ) from exc
+
+
+def choose_ui_port(host: str, requested: int | None, gateway_port: int) -> int:
+    """The chat page's port: ``requested`` (UsageError if taken), else 7860, else a free one."""
+    import socket
+
+    if requested is not None:
+        if requested == gateway_port:
+            raise UsageError("--ui-port must differ from --port")
+        _check_port_free(host, requested, "--ui-port")
+        return requested
+    with socket.socket() as s:
+        try:
+            if gateway_port == DEFAULT_UI_PORT:
+                raise OSError("the gateway's port")
+            s.bind((host, DEFAULT_UI_PORT))
+        except OSError:
+            s.bind((host, 0))  # the default is taken: any free port (the URL is printed)
+        return s.getsockname()[1]
 
 
 def say(message: str) -> None:
