@@ -36,6 +36,7 @@ class Params:
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 256
+    context_length: int | None = None  # the model's window, when the worker says (not sent)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class ChatBackend:
             params.top_p = float(d["top_p"])
         if d.get("max_tokens"):
             params.max_tokens = int(d["max_tokens"])
+        if d.get("context_length"):
+            params.context_length = int(d["context_length"])
         return params
 
     async def stream(

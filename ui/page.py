@@ -17,6 +17,7 @@ from .backend import ChatBackend, ChatError, Params
 
 Message = dict[str, str]
 TITLE = "kubechat"
+MAX_TOKENS = 2048  # the max tokens slider's end when the model's window is unknown
 CSS = ".kubechat-footer {font-size: 0.8em; opacity: 0.7}"
 
 
@@ -70,7 +71,7 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
         with gr.Accordion("Parameters", open=False):
             temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top p")
-            max_tokens = gr.Slider(1, 2048, value=256, step=1, label="Max output tokens")
+            max_tokens = gr.Slider(1, MAX_TOKENS, value=256, step=1, label="Max output tokens")
 
         async def answer(
             chat_view: list[Message], turns: list[Message], name: str | None, params: Params
@@ -153,7 +154,8 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             return (
                 gr.update(value=params.temperature),
                 gr.update(value=params.top_p),
-                gr.update(value=params.max_tokens),
+                # no longer than the model's context window (the prompt needs room too)
+                gr.update(value=params.max_tokens, maximum=params.context_length or MAX_TOKENS),
             )
 
         def refresh_models(current: str | None) -> Any:

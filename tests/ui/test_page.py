@@ -51,6 +51,7 @@ def test_sliders_start_at_the_models_generation_defaults(stub_ui: StubUI) -> Non
         DEFAULTS["top_p"],
         DEFAULTS["max_tokens"],
     )
+    assert updates[2]["maximum"] == DEFAULTS["context_length"], "max tokens fit the window"
 
 
 def test_reply_streams_with_a_figures_line_kept_out_of_the_prompt(stub_ui: StubUI) -> None:
