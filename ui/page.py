@@ -143,8 +143,12 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                 return
             question = message_text(chat_view[last_user]["content"])
             turns = list(turns or [])
-            if len(turns) >= 2 and turns[-2]["content"] == question:
-                turns = turns[:-2]  # the exchange being regenerated
+            shown = chat_view[last_user + 1 :]
+            reply = message_text(shown[0]["content"]) if shown else ""
+            # the exchange being regenerated is in the history only if its reply was complete
+            complete = len(turns) >= 2 and turns[-2]["content"] == question
+            if complete and turns[-1]["content"] and reply.startswith(turns[-1]["content"]):
+                turns = turns[:-2]
             params = Params(float(temp), float(p), int(limit))
             async for view, new_turns in answer(chat_view[: last_user + 1], turns, name, params):
                 yield view, new_turns

@@ -100,6 +100,14 @@ def test_regenerate_asks_the_last_question_again(stub_ui: StubUI) -> None:
     assert text(window[-1]).startswith("You said: second (3 messages)")
 
 
+def test_regenerate_after_a_failed_reply_keeps_the_earlier_exchange(stub_ui: StubUI) -> None:
+    client = stub_ui.client()
+    window = chat(client, "hi", [])
+    window = chat(client, "hi", window, model="stub-busy")
+    window = client.predict(window, "stub-echo", 0.7, 1.0, 32, api_name="/regenerate")
+    assert text(window[-1]).startswith("You said: hi (3 messages)")
+
+
 @pytest.mark.parametrize(
     ("model", "shown"),
     [
