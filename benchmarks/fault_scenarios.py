@@ -502,6 +502,15 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
             time_until_unroutable(stack, len(stack.workers), stack.config.lease_duration + 5),
         )
         info["marked"], info["left"] = marked, left
+        # the worker itself (still finishing its streams) refuses a newcomer
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            with contextlib.suppress(httpx.HTTPError):
+                r = await client.post(
+                    victim.url + "/v1/chat/completions", json=chat_body(1) | {"stream": False}
+                )
+                info["refused"] = r.status_code
+                info["refused_code"] = (r.json().get("error") or {}).get("code")
+                info["retry_after"] = r.headers.get("retry-after")
         code = await asyncio.to_thread(victim.popen.wait, stack.config.drain_grace + 15)
         info["exit_after"] = time.monotonic() - t0
         info["exit_code"] = code
@@ -522,6 +531,8 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
         info.get("left"),
         {
             "lease_draining_after": _round(info.get("marked")),
+            "newcomer_got": f"{info.get('refused')} {info.get('refused_code')}",
+            "retry_after": info.get("retry_after"),
             "exit_code": info.get("exit_code"),
             "exited_after": _round(exit_after),
         },
