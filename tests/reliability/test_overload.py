@@ -80,7 +80,21 @@ def stub_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         assert fleet.stdout.readline().strip() == "ready"
         port = free_port()
-        argv = kubechat_argv("gateway", "--port", str(port), "--lease-store", f"local:{leases}")
+        # generous timeouts: this test is about the gateway's own limits (sockets, pools,
+        # backlog), not about stubs starved of CPU on a shared 2-core machine
+        argv = kubechat_argv(
+            "gateway",
+            "--port",
+            str(port),
+            "--lease-store",
+            f"local:{leases}",
+            "--connect-timeout",
+            "30",
+            "--first-chunk-timeout",
+            "120",
+            "--retry-deadline",
+            "120",
+        )
         url = f"http://127.0.0.1:{port}"
         with running(argv, ready_url=f"{url}/health", log_path=base / "gateway.log") as proc:
             yield Served(url, base / "gateway.log", proc.pid)
