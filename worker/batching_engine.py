@@ -211,14 +211,14 @@ class BatchingEngine(Engine):
             await steps.aclose()  # closing this iterator must cancel the inner one now
 
     async def _generate_batched(self, request: GenerationRequest) -> AsyncIterator[Step]:
+        if request.max_new_tokens <= 0:
+            yield Step(None, "length")
+            return
         seq = _Seq(request, asyncio.get_running_loop(), asyncio.Queue())
         with self._lock:
             self._active += 1
         self._incoming.put(seq)
         try:
-            if request.max_new_tokens <= 0:
-                yield Step(None, "length")
-                return
             while True:
                 item = await seq.out.get()
                 if item is _DONE:
