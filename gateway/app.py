@@ -63,7 +63,8 @@ def create_app(
     metrics = GatewayMetrics()
     metrics.watch_discovery(
         lambda: {m: len(view.workers(m)) for m in view.models()},
-        router.in_flight,
+        # every live worker has a series (0 when idle), so the panel shows 0, not "No data"
+        lambda: {**{w.name: 0 for w in view.workers()}, **router.in_flight()},
         lambda: {s.record.name: s.heartbeat_age for s in view.all_workers()},
     )
     state: dict[str, Any] = {}

@@ -190,3 +190,10 @@ def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
             assert next(line for line in lines if line).startswith("data: ")
         closed = next(app for _, app, n in gateway.stacks if n == "w1").state.closed
         assert closed.wait(5), "the worker's stream kept running after the client left"
+
+
+def test_idle_live_workers_report_zero_in_flight(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"w1": "ok", "w2": "ok"}) as url:
+        text = httpx.get(f"{url}/metrics").text
+    assert 'kubechat_gateway_worker_in_flight{worker="w1"} 0.0' in text
+    assert 'kubechat_gateway_worker_in_flight{worker="w2"} 0.0' in text
