@@ -31,14 +31,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .engine import Engine, EngineError, EngineStats, GenerationRequest, SamplingParams, Step
+from .engine import (
+    Engine,
+    EngineStats,
+    GenerationRequest,
+    SamplingParams,
+    Step,
+    queued_steps,
+)
 from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
 from .sampling import new_generator, pick_token
 from .serial_engine import SerialEngine
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 PROBE_PROMPTS = ([1, 20, 30, 40, 50, 60, 70, 80, 90], [1, 33, 44])
 PROBE_TOKENS = 6
 
@@ -219,15 +225,8 @@ class BatchingEngine(Engine):
             self._active += 1
         self._incoming.put(seq)
         try:
-            while True:
-                item = await seq.out.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise EngineError(str(item)) from item
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async for step in queued_steps(seq.out):
+                yield step
         finally:
             seq.cancelled.set()
             with self._lock:

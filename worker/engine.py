@@ -9,6 +9,7 @@ slot at once; this is how client disconnects and stop strings end generation.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -88,3 +89,21 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop background work; pending requests end with an error."""
+
+
+#: put on a request's queue by an engine thread when the request is over
+DONE = object()
+
+
+async def queued_steps(out: asyncio.Queue) -> AsyncIterator[Step]:
+    """Steps an engine thread puts on ``out`` until ``DONE``, a finishing step or an error
+    (raised as EngineError). Shared by every engine that hands tokens over from a thread."""
+    while True:
+        item = await out.get()
+        if item is DONE:
+            return
+        if isinstance(item, BaseException):
+            raise EngineError(str(item)) from item
+        yield item
+        if item.finish_reason is not None:
+            return

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .engine import Engine, EngineError, EngineStats, GenerationRequest, Step
+from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_steps
 from .sampling import new_generator, pick_token
 
 log = logging.getLogger(__name__)
-
-_DONE = object()
 
 
 @dataclass
@@ -74,15 +72,8 @@ class SerialEngine(Engine):
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         self._jobs.put(job)
         try:
-            while True:
-                item = await job.out.get()
-                if item is _DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise EngineError(str(item)) from item
-                yield item
-                if item.finish_reason is not None:
-                    return
+            async for step in queued_steps(job.out):
+                yield step
         finally:
             job.cancelled.set()
 
@@ -102,7 +93,7 @@ class SerialEngine(Engine):
                 job.emit(exc)
             finally:
                 self._running = 0
-                job.emit(_DONE)
+                job.emit(DONE)
 
     def _run(self, job: _Job) -> None:
         req = job.request
