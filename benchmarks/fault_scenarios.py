@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -460,6 +461,8 @@ def _round(value: float | None) -> float | None:
 # ---- the scenarios --------------------------------------------------------------------------
 
 CLIENTS = 16
+# tokens of the stream that keeps a SIGTERMed worker draining (the demo model holds 512)
+LONG_STREAM_TOKENS = 400
 
 
 async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int = 96) -> Report:
@@ -491,26 +494,39 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
     """SIGTERM a worker under 16 concurrent streams: it drains, then exits."""
     victim = stack.workers["fault-0"]
     retries0 = stack.retries()
-    info: dict[str, float | None] = {}
+    info: dict[str, Any] = {}
 
     async def fault() -> None:
         await wait_for_running(victim, at_least=4, limit=10.0)  # so that there is work to drain
-        t0 = time.monotonic()
-        victim.popen.send_signal(signal.SIGTERM)
-        marked, left = await asyncio.gather(
-            time_until_draining(stack, victim.name, stack.config.lease_duration + 5),
-            time_until_unroutable(stack, len(stack.workers), stack.config.lease_duration + 5),
-        )
-        info["marked"], info["left"] = marked, left
-        # the worker itself (still finishing its streams) refuses a newcomer
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-            with contextlib.suppress(httpx.HTTPError):
-                r = await client.post(
-                    victim.url + "/v1/chat/completions", json=chat_body(1) | {"stream": False}
+        # A long stream sent to the victim itself keeps the drain busy for seconds, so the
+        # newcomer below meets a draining worker, not one that already finished and closed.
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as direct:
+            anchor = asyncio.create_task(
+                stream_one(direct, victim.url, chat_body(LONG_STREAM_TOKENS, -1), 60.0)
+            )
+            await wait_for_running(victim, at_least=1, limit=5.0)
+            t0 = time.monotonic()
+            victim.popen.send_signal(signal.SIGTERM)
+
+            async def newcomer() -> None:
+                # as soon as the lease says draining, the worker itself refuses a newcomer
+                info["marked"] = await time_until_draining(
+                    stack, victim.name, stack.config.lease_duration + 5
                 )
-                info["refused"] = r.status_code
-                info["refused_code"] = (r.json().get("error") or {}).get("code")
-                info["retry_after"] = r.headers.get("retry-after")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await direct.post(
+                        victim.url + "/v1/chat/completions", json=chat_body(1) | {"stream": False}
+                    )
+                    info["refused"] = r.status_code
+                    info["refused_code"] = (r.json().get("error") or {}).get("code")
+                    info["retry_after"] = r.headers.get("retry-after")
+
+            info["left"], _ = await asyncio.gather(
+                time_until_unroutable(stack, len(stack.workers), stack.config.lease_duration + 5),
+                newcomer(),
+            )
+            long_stream = await anchor
+        info["long_stream"] = "completed" if long_stream.completed else long_stream.error
         code = await asyncio.to_thread(victim.popen.wait, stack.config.drain_grace + 15)
         info["exit_after"] = time.monotonic() - t0
         info["exit_code"] = code
@@ -532,6 +548,7 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
         {
             "lease_draining_after": _round(info.get("marked")),
             "newcomer_got": f"{info.get('refused')} {info.get('refused_code')}",
+            "long_stream": info.get("long_stream"),
             "retry_after": info.get("retry_after"),
             "exit_code": info.get("exit_code"),
             "exited_after": _round(exit_after),

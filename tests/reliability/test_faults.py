@@ -67,6 +67,8 @@ def test_sigterm_drains_the_worker_without_failing_a_request(full_stack) -> None
     assert report.left_routing is not None and report.left_routing < 1.5
     # a newcomer sent to the worker itself is refused with 503 while it finishes its streams
     assert report.notes["newcomer_got"] == "503 draining"
+    # and the long stream it was running when told to stop still finished
+    assert report.notes["long_stream"] == "completed"
     assert int(report.notes["retry_after"]) >= 1
     # then it exits cleanly within the grace period
     assert report.notes["exit_code"] == 0
