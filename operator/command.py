@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from kubechat.cli import UsageError
 
@@ -43,6 +44,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds a Ready pod may go without renewing its lease before it is replaced "
         "(HeartbeatLost; at least the lease duration; routing stops at lease expiry already)",
     )
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="address of the Prometheus /metrics endpoint (default: all interfaces)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        help="port of /metrics (kubechat_operator_*: reconciles, errors, durations); 0: off",
+    )
+    parser.add_argument(
+        "--health-host",
+        default="0.0.0.0",
+        help="address of the /healthz liveness endpoint (default: all interfaces)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=8081,
+        help="port of /healthz (kopf's liveness endpoint, for the pod's probes); 0: off",
+    )
     parser.add_argument("--log-level", default="info")
 
 
@@ -56,12 +79,18 @@ def run(args: argparse.Namespace) -> int:
     from .controller import Controller, ControllerSettings
     from .handlers import post_event, register
     from .kube import Cluster
+    from .metrics import OperatorMetrics
     from .pods import PodSettings
 
     if args.reconcile_interval <= 0:
         raise UsageError("--reconcile-interval must be > 0")
     if args.lease_duration <= args.lease_renew_interval:
         raise UsageError("--lease-duration must be longer than --lease-renew-interval")
+    for flag, port in (("--metrics-port", args.metrics_port), ("--health-port", args.health_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} must be between 0 (off) and 65535 (got {port})")
+    if args.metrics_port and args.metrics_port == args.health_port:
+        raise UsageError("--metrics-port and --health-port must differ")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -76,9 +105,19 @@ def run(args: argparse.Namespace) -> int:
         lease_grace=args.lease_grace,
         heartbeat_timeout=args.heartbeat_timeout,
     )
+    metrics = OperatorMetrics()
+    if args.metrics_port:
+        try:
+            metrics.serve(args.metrics_host, args.metrics_port)
+        except OSError as exc:  # the port is taken: not a usage error, a failed start
+            where = f"{args.metrics_host}:{args.metrics_port}"
+            print(
+                f"kubechat operator: error: cannot serve metrics on {where}: {exc}", file=sys.stderr
+            )
+            return 1
     controller = Controller(Cluster(), settings, post_event)
     registry = kopf.OperatorRegistry()
-    register(registry, controller, args.reconcile_interval)
+    register(registry, controller, args.reconcile_interval, metrics)
     operator_settings = kopf.OperatorSettings()
     operator_settings.watching.server_timeout = 60
     operator_settings.posting.level = logging.WARNING
@@ -89,6 +128,16 @@ def run(args: argparse.Namespace) -> int:
             namespaces=args.namespace or None,
             clusterwide=not args.namespace,
             standalone=True,
+            liveness_endpoint=(
+                f"http://{_url_host(args.health_host)}:{args.health_port}/healthz"
+                if args.health_port
+                else None
+            ),
         )
     )
     return 0
+
+
+def _url_host(host: str) -> str:
+    """``host`` as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

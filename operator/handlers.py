@@ -12,17 +12,28 @@ import kopf
 from kubechat.spec import GROUP, PLURAL, VERSION
 
 from .controller import Controller
+from .metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
 
-def register(registry: kopf.OperatorRegistry, controller: Controller, interval: float) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    controller: Controller,
+    interval: float,
+    metrics: OperatorMetrics | None = None,
+) -> None:
     """Register the handlers of ``controller`` in ``registry``; the timer runs every
-    ``interval`` seconds (how soon a stale lease or a dead pod is acted upon)."""
+    ``interval`` seconds (how soon a stale lease or a dead pod is acted upon). Passes and
+    failures are counted in ``metrics`` (a registry of their own by default)."""
+    metrics = metrics or OperatorMetrics()
 
     def run(body: Mapping[str, Any]) -> None:
         try:
-            controller.reconcile(body)
+            with metrics.reconcile() as outcome:
+                status = controller.reconcile(body)
+                if _invalid(status):
+                    outcome[0] = "invalid"
         except Exception as exc:
             log.exception("reconcile of %s failed", body["metadata"].get("name"))
             raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=interval) from exc
@@ -44,9 +55,21 @@ def register(registry: kopf.OperatorRegistry, controller: Controller, interval: 
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def deleted(name: str, namespace: str, uid: str, **_: Any) -> None:
-        removed = controller.cluster.delete_workers(namespace or "default", name)
+        try:
+            removed = controller.cluster.delete_workers(namespace or "default", name)
+        except Exception:
+            metrics.errors.inc()
+            raise
         controller.forget(uid)
         log.info("deleted %s: removed %d pods and leases", name, removed)
+
+
+def _invalid(status: Mapping[str, Any]) -> bool:
+    """Whether a pass ended on the InvalidSpec condition (nothing to serve until it is fixed)."""
+    return any(
+        c.get("type") == "InvalidSpec" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
 
 
 def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:

@@ -1,0 +1,79 @@
+"""The operator's Prometheus metrics, on a registry of its own, served by a small HTTP thread.
+
+Series (the shipped Grafana dashboard plots the first two):
+
+- ``kubechat_operator_reconciles_total{result}``: reconcile passes by result: ``ok``,
+  ``invalid`` (the spec cannot be served: the InvalidSpec condition) or ``error`` (the pass
+  raised, typically a failed Kubernetes API call; kopf retries it);
+- ``kubechat_operator_errors_total``: failed handler runs (a reconcile or a deletion that raised);
+- ``kubechat_operator_reconcile_duration_seconds``: how long a pass took.
+
+Every label child exists from the start at 0, so the dashboard shows 0 rather than no data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
+
+disable_created_metrics()
+
+RESULTS = ("ok", "invalid", "error")
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class OperatorMetrics:
+    """Counters and the duration histogram of the operator."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.reconciles = Counter(
+            "kubechat_operator_reconciles",
+            "Reconcile passes by result (ok, invalid spec, error)",
+            ["result"],
+            registry=r,
+        )
+        for result in RESULTS:
+            self.reconciles.labels(result)
+        self.errors = Counter(
+            "kubechat_operator_errors",
+            "Failed handler runs (a reconcile or a deletion raised, e.g. a failed API call)",
+            registry=r,
+        )
+        self.duration = Histogram(
+            "kubechat_operator_reconcile_duration_seconds",
+            "Time one reconcile pass took",
+            buckets=_BUCKETS,
+            registry=r,
+        )
+
+    @contextmanager
+    def reconcile(self) -> Iterator[list[str]]:
+        """Time and count one pass. The block may set ``outcome[0]`` (default ``"ok"``); an
+        exception counts as ``"error"`` and as one error, and is re-raised."""
+        outcome = ["ok"]
+        start = time.perf_counter()
+        try:
+            yield outcome
+        except BaseException:
+            outcome[0] = "error"
+            self.errors.inc()
+            raise
+        finally:
+            self.duration.observe(time.perf_counter() - start)
+            self.reconciles.labels(outcome[0]).inc()
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread (raises OSError if taken)."""
+        start_http_server(port, addr=host, registry=self.registry)
