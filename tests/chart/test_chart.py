@@ -193,8 +193,21 @@ def test_network_policy_admits_only_gateway_ui_and_scrapers_to_workers(
     assert scrapers == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+    # The operator admits the same scrapers, on its metrics port only (probes need no rule).
     operator = one(default_docs, "NetworkPolicy", "-operator")
+    (operator_rule,) = operator["spec"]["ingress"]
+    assert operator_rule["from"] == scrapers
+    metrics_port = _container_port(default_docs, "operator", "metrics")
+    assert operator_rule["ports"] == [{"port": metrics_port, "protocol": "TCP"}]
+    without_scrapers = render(sets=("networkPolicy.scrapers=null",))
+    operator = one(without_scrapers, "NetworkPolicy", "-operator")
     assert "ingress" not in operator["spec"]  # deny all ingress
+
+
+def _container_port(docs: list[dict], role: str, name: str) -> int:
+    spec = one(docs, "Deployment", f"-{role}")["spec"]["template"]["spec"]
+    (port,) = [p for p in spec["containers"][0]["ports"] if p["name"] == name]
+    return port["containerPort"]
 
 
 def test_gateway_requires_api_keys_from_its_secret(all_on_docs: list[dict]) -> None:
@@ -239,10 +252,39 @@ def test_gateway_pdb_and_monitors(all_on_docs: list[dict]) -> None:
     service = one(all_on_docs, "Service", "-gateway")
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
-    pod_monitor = one(all_on_docs, "PodMonitor")
+    pod_monitor = one(all_on_docs, "PodMonitor", "-workers")
     assert pod_monitor["spec"]["namespaceSelector"]["matchNames"] == ["models", "models-b"]
     assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= COMMON_LABELS.items()
     assert pod_monitor["metadata"]["labels"]["release"] == "prometheus"
+    # The operator's PodMonitor scrapes its metrics port in the release's namespace.
+    operator_monitor = one(all_on_docs, "PodMonitor", "-operator")
+    operator_pods = one(all_on_docs, "Deployment", "-operator")["spec"]["template"]["metadata"]
+    selector = operator_monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= operator_pods["labels"].items()
+    (endpoint,) = operator_monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    assert operator_monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+@pytest.mark.parametrize("which", ["defaults", "all-on"])
+def test_operator_serves_metrics_and_is_probed_on_kopfs_health_endpoint(
+    which: str, request
+) -> None:
+    docs = request.getfixturevalue("default_docs" if which == "defaults" else "all_on_docs")
+    container = one(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert set(ports) == {"metrics", "health"} and len(set(ports.values())) == 2
+    args = container["args"]
+    assert int(arg_value(args, "--metrics-port")) == ports["metrics"]
+    assert int(arg_value(args, "--health-port")) == ports["health"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_operator_metrics_and_health_ports_must_differ() -> None:
+    result = helm("template", "kc", str(CHART), "--set", "operator.healthPort=8080", check=False)
+    assert result.returncode != 0
+    assert "operator.metricsPort and operator.healthPort must differ" in result.stderr
 
 
 def test_prometheus_rule_carries_the_shipped_alert_file(all_on_docs: list[dict]) -> None:
