@@ -2,22 +2,28 @@
 
     python benchmarks/throughput.py [--model-dir DIR] [--concurrency 1 4 16 32] [--max-tokens 128]
 
-Builds the benchmark model (benchmarks/bench_model.py) unless given one, then, one after the
-other in this run: kubechat's worker directly, kubechat through its gateway, and `transformers
-serve --continuous-batching` (skipped with a note if its serving extras are missing), each under
-streaming chat load at every concurrency; plus HF `generate` on a static batch of the same size.
-Prints output tokens/s, TTFT p50/p95, inter-token latency p50, errors, and the ratios.
+Builds the benchmark model (benchmarks/bench_model.py) unless given one, starts kubechat's worker,
+kubechat's gateway in front of it, and `transformers serve --continuous-batching` (skipped with a
+note if its serving extras are missing) on the same model, then, one concurrency after the other,
+puts each server under the same streaming chat load in turn and runs HF `generate` on a static
+batch of the same size. Servers wait idle (no CPU) while another is measured; taking every
+server's figure for a concurrency back to back keeps a change of machine load from tilting the
+ratios. Prints output tokens/s, TTFT p50/p95, inter-token latency p50, errors, the ratios to
+transformers serve, and the issue's targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,55 +33,67 @@ from load_client import RunResult, run
 from processes import free_port, gateway, server, worker
 
 LEVELS = [1, 4, 16, 32]
+KUBECHAT_WORKER, VIA_GATEWAY, SERVE = (
+    "kubechat worker",
+    "kubechat via gateway",
+    "transformers serve CB",
+)
 
 
-def static_batch_tokens_per_s(model_dir: Path, batch: int, max_tokens: int) -> float:
-    """HF generate on ``batch`` equal-length prompts at once (the ceiling batching aims for)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+class StaticBatch:
+    """HF ``generate`` on a static batch (the ceiling batching aims for); the model loads once."""
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = torch.tensor([[1, *range(100, 116)]] * batch)
-    with torch.inference_mode():
-        model.generate(ids[:1], max_new_tokens=4, do_sample=False)  # warm-up
-        started = time.perf_counter()
-        out = model.generate(
-            ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False
-        )
-    seconds = time.perf_counter() - started
-    return (out.shape[1] - ids.shape[1]) * batch / seconds
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoModelForCausalLM
 
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
 
-def measure(
-    name: str, url: str, model: str, levels: list[int], max_tokens: int, ignore_eos: bool = True
-) -> dict[int, RunResult]:
-    """One run per concurrency, after a warm-up request; each row is printed as it is taken."""
-    asyncio.run(run(url, model, concurrency=1, requests=1, max_tokens=8, ignore_eos=ignore_eos))
-    out = {}
-    for c in levels:
-        out[c] = r = asyncio.run(
-            run(
-                url,
-                model,
-                concurrency=c,
-                requests=max(8, 2 * c),
-                max_tokens=max_tokens,
-                ignore_eos=ignore_eos,
+    def tokens_per_s(self, batch: int, max_tokens: int) -> float:
+        """Output tokens/s of ``batch`` equal-length prompts generated together."""
+        import torch
+
+        ids = torch.tensor([[1, *range(100, 116)]] * batch)
+        with torch.inference_mode():
+            self.model.generate(ids[:1], max_new_tokens=4, do_sample=False)  # warm-up
+            started = time.perf_counter()
+            out = self.model.generate(
+                ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False
             )
+        return (out.shape[1] - ids.shape[1]) * batch / (time.perf_counter() - started)
+
+
+@dataclass
+class Server:
+    """One server under test: its URL, the model name it serves, whether it takes ignore_eos."""
+
+    name: str
+    url: str
+    model: str
+    ignore_eos: bool = True
+
+
+def load(server: Server, concurrency: int, max_tokens: int) -> RunResult:
+    """One closed-loop run: ``concurrency`` users, two requests each (at least 8 in all)."""
+    return asyncio.run(
+        run(
+            server.url,
+            server.model,
+            concurrency=concurrency,
+            requests=max(8, 2 * concurrency),
+            max_tokens=max_tokens,
+            ignore_eos=server.ignore_eos,
         )
-        print(row(name, c, r, None), flush=True)
-        errors = {x.error for x in r.results if x.error}
-        if errors:
-            print(f"  errors: {sorted(errors)[:3]}", flush=True)
-    return out
+    )
 
 
-def transformers_serve(model_dir: Path, work: Path, levels: list[int], max_tokens: int):
-    """Figures for `transformers serve --continuous-batching`, or None when it cannot start."""
+@contextlib.contextmanager
+def transformers_serve(model_dir: Path, work: Path) -> Iterator[Server | None]:
+    """`transformers serve --continuous-batching` on ``model_dir``, or None when it cannot start."""
     exe = shutil.which("transformers")
     if exe is None:
         print("transformers serve: the `transformers` command is missing; skipped")
-        return None
+        yield None
+        return
     port = free_port()
     argv = [
         exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
@@ -83,17 +101,21 @@ def transformers_serve(model_dir: Path, work: Path, levels: list[int], max_token
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        with server(argv, f"{url}/v1/models", work / "transformers-serve.log", timeout=300):
-            # it refuses ignore_eos; the model's zeroed EOS row keeps replies at max_tokens
-            return measure(
-                "transformers serve CB", url, str(model_dir), levels, max_tokens, ignore_eos=False
-            )
+        context = server(argv, f"{url}/v1/models", work / "transformers-serve.log", timeout=300)
+        context.__enter__()
     except (RuntimeError, TimeoutError) as exc:
         print(f"transformers serve could not run ({exc}); install transformers[serving]")
-        return None
+        yield None
+        return
+    try:
+        # it refuses ignore_eos; the model's zeroed EOS row keeps replies at max_tokens
+        yield Server(SERVE, url, str(model_dir), ignore_eos=False)
+    finally:
+        context.__exit__(None, None, None)
 
 
 def row(name: str, c: int, r: RunResult, base: RunResult | None) -> str:
+    """One line of the table."""
     ratio = "     -"
     if base and base.output_tokens_per_s > 0:
         ratio = f"{r.output_tokens_per_s / base.output_tokens_per_s:6.2f}"
@@ -103,50 +125,96 @@ def row(name: str, c: int, r: RunResult, base: RunResult | None) -> str:
     )
 
 
+HEADER = (
+    f"{'server':<22} {'conc':>4} {'tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} "
+    f"{'ITL ms':>8} {'errors':>6} {'vs serve':>6}"
+)
+
+
+def targets(
+    results: dict[str, dict[int, RunResult]], static: dict[int, float], levels: list[int]
+) -> list[str]:
+    """The issue's targets, each with the figure of this run and whether it is met."""
+    lines = []
+    gw, serve = results[VIA_GATEWAY], results.get(SERVE)
+    if serve:
+        for c in levels:
+            ratio = gw[c].output_tokens_per_s / max(serve[c].output_tokens_per_s, 1e-9)
+            need = 1.3 if c == 32 else 1.0
+            lines.append(
+                f"gateway / serve at {c:>2}: {ratio:.2f} (target >= {need}) {_met(ratio >= need)}"
+            )
+        top = max(levels)
+        ours, theirs = gw[top].ttft(0.5), serve[top].ttft(0.5)
+        lines.append(
+            f"TTFT p50 at {top}: gateway {ours:.3f} s, serve {theirs:.3f} s "
+            f"(target: no worse) {_met(ours <= theirs)}"
+        )
+    if 1 in levels:
+        ratio = gw[1].output_tokens_per_s / max(static[1], 1e-9)
+        lines.append(
+            f"gateway at 1 / static batch of 1: {ratio:.2f} (target >= 0.9) {_met(ratio >= 0.9)}"
+        )
+    return lines
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 def main() -> int:
-    """Run every server at every concurrency and print the table."""
+    """Start every server, then measure them concurrency by concurrency; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--concurrency", type=int, nargs="+", default=LEVELS)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--skip-transformers-serve", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kubechat-throughput-") as tmp:
+    levels = sorted(set(args.concurrency))
+    with (
+        tempfile.TemporaryDirectory(prefix="kubechat-throughput-") as tmp,
+        contextlib.ExitStack() as up,
+    ):
         work = Path(tmp)
         model_dir = args.model_dir or build(work / "bench-model")
-        top = max(args.concurrency)
-        print(f"model: {model_dir}; 1-min load average at start: {os.getloadavg()[0]:.2f}")
         leases = work / "leases"
-        flags = ("--limit-worker-concurrency", str(top * 2), "--engine", "auto")
-        with worker(model_dir, "bench", work, *flags, leases=leases) as direct:
-            kubechat = measure(
-                "kubechat worker", direct, "bench", args.concurrency, args.max_tokens
-            )
-            with gateway(leases, work, "bench") as gw:
-                through = measure(
-                    "kubechat via gateway", gw, "bench", args.concurrency, args.max_tokens
-                )
-        serve = None
+        flags = ("--limit-worker-concurrency", str(max(levels) * 2), "--engine", "auto")
+        direct = up.enter_context(worker(model_dir, "bench", work, *flags, leases=leases))
+        servers = [
+            Server(KUBECHAT_WORKER, direct, "bench"),
+            Server(VIA_GATEWAY, up.enter_context(gateway(leases, work, "bench")), "bench"),
+        ]
         if not args.skip_transformers_serve:
-            serve = transformers_serve(model_dir, work, args.concurrency, args.max_tokens)
-        static = {
-            c: static_batch_tokens_per_s(model_dir, c, args.max_tokens) for c in args.concurrency
-        }
-    print(
-        f"\n{'server':<22} {'conc':>4} {'tok/s':>9} {'TTFT p50':>9} {'TTFT p95':>9} "
-        f"{'ITL ms':>8} {'errors':>6} {'vs serve':>6}"
-    )
-    for c in args.concurrency:
-        base = serve[c] if serve else None
-        print(row("kubechat worker", c, kubechat[c], base))
-        print(row("kubechat via gateway", c, through[c], base))
-        if serve:
-            print(row("transformers serve CB", c, serve[c], None))
-        print(f"{'HF generate, static':<22} {c:>4} {static[c]:>9.1f}")
-    print(
-        "\ngateway at concurrency 1 vs static batch of 1: "
-        f"{through[min(args.concurrency)].output_tokens_per_s / static[min(args.concurrency)]:.2f}"
-    )
+            serve = up.enter_context(transformers_serve(model_dir, work))
+            if serve is not None:
+                servers.append(serve)
+        static_batch = StaticBatch(model_dir)
+        for s in servers:  # warm-up
+            asyncio.run(
+                run(
+                    s.url, s.model, concurrency=1, requests=1, max_tokens=8, ignore_eos=s.ignore_eos
+                )
+            )
+        print(f"model: {model_dir}; {os.cpu_count()} CPUs\n\n{HEADER}", flush=True)
+        results: dict[str, dict[int, RunResult]] = {s.name: {} for s in servers}
+        static: dict[int, float] = {}
+        for c in levels:
+            load_before = os.getloadavg()[0]
+            for s in servers:
+                results[s.name][c] = load(s, c, args.max_tokens)
+            static[c] = static_batch.tokens_per_s(c, args.max_tokens)
+            base = results[SERVE][c] if SERVE in results else None
+            for s in servers:
+                r = results[s.name][c]
+                print(row(s.name, c, r, None if s.name == SERVE else base), flush=True)
+                errors = sorted({x.error for x in r.results if x.error})
+                if errors:
+                    print(f"  errors: {errors[:3]}", flush=True)
+            print(f"{'HF generate, static':<22} {c:>4} {static[c]:>9.1f}", flush=True)
+            print(
+                f"  (1-min load average before this concurrency: {load_before:.2f})\n", flush=True
+            )
+    print("\n".join(targets(results, static, levels)))
     return 0
 
 

@@ -68,9 +68,6 @@ class _Seq:
     generated: list[int] = field(default_factory=list)
     done: bool = False
 
-    def emit(self, item: object) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
-
     @property
     def reserved(self) -> int:
         """Cache columns this sequence may need at most."""
@@ -84,6 +81,34 @@ class _Seq:
             and p.repetition_penalty == 1.0
             and not (p.presence_penalty or p.frequency_penalty)
         )
+
+
+class _Outbox:
+    """Steps for the requests' queues, handed to their event loop once per engine step: one
+    wake-up of the loop for the whole batch instead of one per token."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue, object]] = []
+
+    def put(self, seq: _Seq, item: object) -> None:
+        """Queue ``item`` for ``seq``'s stream (delivered at the next flush)."""
+        self._items.append((seq.loop, seq.out, item))
+
+    def flush(self) -> None:
+        """Deliver everything queued since the last flush."""
+        if not self._items:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, object]]] = {}
+        for loop, out, item in self._items:
+            by_loop.setdefault(loop, []).append((out, item))
+        self._items = []
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, items)
+
+
+def _deliver(items: list[tuple[asyncio.Queue, object]]) -> None:
+    for out, item in items:
+        out.put_nowait(item)
 
 
 @dataclass
@@ -127,6 +152,7 @@ class BatchingEngine(Engine):
         self._active = 0  # admitted and not yet finished or cancelled (event-loop side)
         self._in_batch = 0  # decoding or prefilling (engine side, refreshed every step)
         self._lock = threading.Lock()
+        self._outbox = _Outbox()
         self._thread: threading.Thread | None = None
         self.fallback_reason: str | None = None
         # transformers 5 names the cache argument ``cache``; older (remote) code past_key_values
@@ -241,6 +267,7 @@ class BatchingEngine(Engine):
                     seq = self._incoming.get() if idle else self._incoming.get_nowait()
                     if seq is None:
                         self._fail_all(RuntimeError("the engine stopped"))
+                        self._outbox.flush()
                         return
                     self._waiting.append(seq)
                     idle = False
@@ -252,6 +279,7 @@ class BatchingEngine(Engine):
             except Exception as exc:  # reported to the requests in the batch; the loop goes on
                 log.exception("batched generation failed")
                 self._fail_all(exc)
+            self._outbox.flush()
             self._in_batch = len(self._running) + (len(self._cohort.seqs) if self._cohort else 0)
 
     def _step(self) -> None:
@@ -260,6 +288,7 @@ class BatchingEngine(Engine):
             self._form_cohort()
         if self._cohort is not None:
             self._prefill_chunk()
+            self._outbox.flush()  # newcomers' first tokens go out before the decode step
         if self._running:
             self._decode()
 
@@ -381,17 +410,17 @@ class BatchingEngine(Engine):
             return False
         request = seq.request
         if token in request.stop_token_ids:
-            seq.emit(Step(None, "stop"))
+            self._outbox.put(seq, Step(None, "stop"))
             return False
         seq.generated.append(token)
         seq.seen.append(token)
         last = len(seq.generated) >= request.max_new_tokens
-        seq.emit(Step(token, "length" if last else None))
+        self._outbox.put(seq, Step(token, "length" if last else None))
         return not last
 
     def _fail_all(self, exc: BaseException) -> None:
         seqs = self._running + self._waiting + (self._cohort.seqs if self._cohort else [])
         for seq in seqs:
-            seq.emit(exc)
+            self._outbox.put(seq, exc)
         self._running, self._waiting, self._cohort = [], [], None
         self._cache = self._mask = self._last = None
