@@ -23,10 +23,10 @@ from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, model_not_found, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
+from kubechat.upstream import Buffered, RetryPolicy, Upstream
 
 from .auth import KeyChecker
 from .metrics import GatewayMetrics
-from .upstream import Buffered, RetryPolicy, Upstream
 
 log = logging.getLogger(__name__)
 

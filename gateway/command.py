@@ -88,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     from kubechat.discovery.live import LiveView
     from kubechat.routing import Router
+    from kubechat.upstream import RetryPolicy
 
     from .app import GatewayConfig, create_app
     from .auth import load_keys
-    from .upstream import RetryPolicy
 
     if args.retry_attempts < 1:
         raise UsageError("--retry-attempts must be >= 1")

@@ -93,6 +93,14 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def answered(self, model: str, seconds: float) -> None:
+        """An upstream worker answered after ``seconds`` (kubechat.upstream's observer)."""
+        self.upstream_latency.labels(model).observe(seconds)
+
+    def retried(self, model: str, reason: str) -> None:
+        """A request was sent to another worker after ``reason``."""
+        self.retries.labels(model, reason).inc()
+
     def watch_discovery(
         self,
         live_per_model: Callable[[], dict[str, int]],

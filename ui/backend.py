@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from kubechat.discovery.live import LiveView
-from kubechat.gateway.metrics import GatewayMetrics
-from kubechat.gateway.upstream import Buffered, RetryPolicy, Upstream
 from kubechat.openai_errors import OpenAIError
 from kubechat.routing import Router
+from kubechat.upstream import Buffered, RetryPolicy, Upstream
 
 
 class ChatError(Exception):
@@ -78,7 +77,7 @@ class ChatBackend:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
         )
-        self.upstream = Upstream(self.client, GatewayMetrics(), policy or RetryPolicy())
+        self.upstream = Upstream(self.client, policy=policy or RetryPolicy())
 
     def models(self) -> list[str]:
         """Names served by live workers now."""

@@ -15,8 +15,8 @@ from kubechat.discovery.live import LiveView
 from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.discovery.records import WorkerRecord
 from kubechat.gateway.app import GatewayConfig, create_app
-from kubechat.gateway.upstream import RetryPolicy
 from kubechat.routing import Router
+from kubechat.upstream import RetryPolicy
 
 from .stub_workers import serve, stub_app
 

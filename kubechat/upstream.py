@@ -1,0 +1,245 @@
+"""Sending a request to a worker, and to another one when the first fails before any byte.
+
+A request is retried on a different worker when the worker refuses or resets the connection,
+times out before answering, or answers 429/503, as long as nothing has reached the client yet,
+within a bounded number of attempts and a deadline. A non-streamed response is read whole before
+anything is sent, so it can always be retried; a stream is committed once its first chunk is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from kubechat.discovery.records import WorkerRecord
+from kubechat.openai_errors import OpenAIError, unavailable
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {429, 503}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
+
+
+@dataclass
+class RetryPolicy:
+    """How hard the gateway tries before giving up."""
+
+    attempts: int = 3
+    deadline: float = 30.0  # no new attempt starts after this many seconds
+    first_chunk_timeout: float = 30.0  # a stream whose first chunk takes longer is retried
+
+
+@dataclass
+class Buffered:
+    """A complete upstream answer (non-streamed, or an error before streaming)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class Streaming:
+    """An upstream stream whose first chunk has arrived; ``chunks`` yields it and the rest."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+PickWorker = Callable[[frozenset[str]], WorkerRecord | None]
+
+
+class UpstreamObserver(Protocol):
+    """What a caller may count about upstream calls (the gateway exports it as metrics)."""
+
+    def answered(self, model: str, seconds: float) -> None:
+        """A worker answered (headers in) after ``seconds``."""
+
+    def retried(self, model: str, reason: str) -> None:
+        """A request goes to another worker after ``reason`` (e.g. ``connect_error``, ``429``)."""
+
+
+class NotObserved:
+    """An observer that counts nothing."""
+
+    def answered(self, model: str, seconds: float) -> None:
+        """Ignored."""
+
+    def retried(self, model: str, reason: str) -> None:
+        """Ignored."""
+
+
+class Upstream:
+    """Forwards requests to workers with retries; one shared HTTP connection pool."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        observer: UpstreamObserver | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.client = client
+        self.observer = observer or NotObserved()
+        self.policy = policy or RetryPolicy()
+
+    async def send(
+        self,
+        *,
+        model: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        stream: bool,
+        pick: PickWorker,
+        track: Callable[[WorkerRecord], Callable[[], None]],
+    ) -> Buffered | Streaming:
+        """Send to the best worker, retrying elsewhere on failure before the first byte.
+
+        ``pick(excluded_names)`` chooses a worker; ``track(worker)`` counts it in flight and
+        returns the function that stops counting.
+        """
+        deadline = time.monotonic() + self.policy.deadline
+        tried: set[str] = set()
+        last: Buffered | None = None
+        last_reason = "no live worker"
+        for attempt in range(self.policy.attempts):
+            worker = pick(frozenset(tried))
+            if worker is None:
+                break
+            if attempt:
+                self.observer.retried(model, last_reason)
+            tried.add(worker.name)
+            done = track(worker)
+            try:
+                result = await self._attempt(worker, path, body, headers, stream, model, done)
+            except (httpx.TransportError, TimeoutError) as exc:
+                done()
+                last_reason = _reason(exc)
+                log.warning(
+                    "worker %s failed before answering (%s); trying another",
+                    worker.name,
+                    last_reason,
+                )
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            if isinstance(result, Buffered) and result.status in RETRYABLE_STATUS:
+                last, last_reason = result, str(result.status)
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            return result
+        if last is not None:
+            return last
+        if tried:
+            raise OpenAIError(
+                502,
+                f"no worker could answer for model '{model}' "
+                f"({len(tried)} tried, last failure: {last_reason})",
+                code="upstream_failed",
+                headers={"Retry-After": "1"},
+            )
+        raise unavailable(f"no live worker serves model '{model}' right now", code="no_live_worker")
+
+    async def _attempt(
+        self,
+        worker: WorkerRecord,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        stream: bool,
+        model: str,
+        done: Callable[[], None],
+    ) -> Buffered | Streaming:
+        started = time.perf_counter()
+        request = self.client.build_request(
+            "POST", worker.address.rstrip("/") + path, content=body, headers=headers
+        )
+        sending = self.client.send(request, stream=True)
+        # A stream must show signs of life quickly (headers, then its first chunk); a complete
+        # answer may take as long as generation does (bounded by the client's read timeout).
+        budget = self.policy.first_chunk_timeout if stream else None
+        t0 = time.monotonic()
+        response = await asyncio.wait_for(sending, budget)
+        self.observer.answered(model, time.perf_counter() - started)
+        out_headers = _forward_headers(response.headers)
+        out_headers["x-kubechat-worker"] = worker.name
+        if not stream or response.status_code != 200:
+            try:
+                data = await response.aread()
+            finally:
+                await response.aclose()
+                done()
+            return Buffered(response.status_code, data, out_headers)
+        chunks = response.aiter_raw()
+        try:
+            left = max(0.05, self.policy.first_chunk_timeout - (time.monotonic() - t0))
+            first = await asyncio.wait_for(anext(chunks, b""), left)
+        except BaseException:
+            await response.aclose()
+            done()
+            raise
+        return Streaming(
+            response.status_code, out_headers, _relay(first, chunks, response, done, worker.name)
+        )
+
+
+async def _relay(
+    first: bytes,
+    chunks: AsyncIterator[bytes],
+    response: httpx.Response,
+    done: Callable[[], None],
+    worker: str,
+) -> AsyncIterator[bytes]:
+    """Yield the stream; if the worker dies mid-stream, end with an error event, never hang."""
+    try:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+    except (httpx.TransportError, TimeoutError) as exc:
+        log.warning("worker %s failed mid-stream: %s", worker, _reason(exc))
+        err = OpenAIError(
+            502,
+            f"the worker serving this stream failed ({_reason(exc)}); the response is incomplete",
+            code="upstream_failed",
+        )
+        yield f"data: {json.dumps(err.body())}\n\ndata: [DONE]\n\n".encode()
+    finally:
+        await response.aclose()
+        done()
+
+
+def _forward_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "connection_closed"
+    if isinstance(exc, httpx.ReadError):
+        return "read_error"
+    return type(exc).__name__
