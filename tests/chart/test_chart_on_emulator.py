@@ -43,12 +43,17 @@ class Installed:
     emulator: RunningEmulator
     docs: list[dict]
     gateway: str
+    operator_metrics: str
+    operator_health: str
 
     def kubectl(self, *args: str) -> str:
         return run_kubectl(self.emulator.kubeconfig, *args).stdout
 
     def get(self, *args: str) -> dict:
         return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+
+_OPERATOR_PORTS = ("--metrics-host=", "--metrics-port=", "--health-host=", "--health-port=")
 
 
 def _container_args(docs: list[dict], role: str) -> list[str]:
@@ -78,8 +83,18 @@ def installed(
     with running_emulator(crds=[CHART / "crds" / "modeldeployment.yaml"], directory=base) as emu:
         run_kubectl(emu.kubeconfig, "apply", "--validate=false", "-f", str(base / "rendered.yaml"))
         env = {"KUBECONFIG": str(emu.kubeconfig)}
-        # No kubelet runs the chart's Deployments here: start their commands with their args.
-        operator_argv = kubechat_argv(*_container_args(docs, "operator"))
+        # No kubelet runs the chart's Deployments here: start their commands with their args
+        # (their listening ports moved to free ones on 127.0.0.1).
+        metrics_port = free_port()
+        while (health_port := free_port()) == metrics_port:
+            pass
+        operator_argv = kubechat_argv(
+            *[a for a in _container_args(docs, "operator") if not a.startswith(_OPERATOR_PORTS)],
+            "--metrics-host=127.0.0.1",
+            f"--metrics-port={metrics_port}",
+            "--health-host=127.0.0.1",
+            f"--health-port={health_port}",
+        )
         key_file = base / "api-keys"
         secret = json.loads(
             run_kubectl(
@@ -102,7 +117,12 @@ def installed(
         )
         with (
             runner,
-            running(operator_argv, ready_url=None, log_path=base / "operator.log", env=env),
+            running(
+                operator_argv,
+                ready_url=f"http://127.0.0.1:{metrics_port}/metrics",
+                log_path=base / "operator.log",
+                env=env,
+            ),
             running(
                 gateway_argv,
                 ready_url=f"http://127.0.0.1:{port}/health",
@@ -110,7 +130,13 @@ def installed(
                 env=env,
             ),
         ):
-            yield Installed(emu, docs, f"http://127.0.0.1:{port}")
+            yield Installed(
+                emu,
+                docs,
+                f"http://127.0.0.1:{port}",
+                f"http://127.0.0.1:{metrics_port}",
+                f"http://127.0.0.1:{health_port}",
+            )
 
 
 def test_chart_objects_are_stored(installed: Installed) -> None:
@@ -181,3 +207,21 @@ def test_gateway_from_the_chart_answers_with_the_charts_key(
     assert arg_value(_container_args(installed.docs, "gateway"), "--lease-store") == (
         "kubernetes:default"
     )
+
+
+def test_operator_answers_the_charts_probes_and_counts_its_reconciles(
+    installed: Installed, worker_pod: dict
+) -> None:
+    container = one(installed.docs, "Deployment", "-operator")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert httpx.get(f"{installed.operator_health}{path}", timeout=10).status_code == 200
+    metrics = httpx.get(f"{installed.operator_metrics}/metrics", timeout=10).text
+    (ok,) = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('kubechat_operator_reconciles_total{result="ok"}')
+    ]
+    assert ok >= 1
