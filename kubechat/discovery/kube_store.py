@@ -5,10 +5,19 @@ owned by the pod (so it is garbage-collected with it) and labelled with the depl
 ``remove`` deletes it on a clean exit.
 
 Reader side (the gateway, the UI): ``start`` runs a list + watch of worker Leases and Pods in a
-background thread, re-listing every ``relist_seconds`` so a watch that silently dropped events
-cannot keep a dead worker routable. ``snapshot`` joins the two: a record counts as ready only
-while its pod's Ready condition is True. Freshness is judged at read time from the renew time,
-so a worker that stops renewing leaves routing within its lease duration whatever the watch does.
+background thread, re-listing every ``relist_seconds`` and on every reconnect, so a watch that
+silently dropped events cannot keep a dead worker routable. ``snapshot`` joins the two: a record
+counts as ready only while its pod's Ready condition is True. Freshness is judged at read time
+from the renew time, so a worker that stops renewing leaves routing within its lease duration
+while the API server is reachable.
+
+While the reader is cut off from the API server (its Lease list or watch fails), it cannot see
+renewals either: every lease would look expired after one lease duration and the gateway would
+refuse all traffic although the workers are fine (a control-plane upgrade, an API server
+restart, a network blip). So lease ages are judged as of the last moment the reader was in
+touch, for at most ``outage_grace`` seconds: the last known workers stay routable (a dead one
+refuses the connection and the gateway tries another), and the re-list after the reconnect
+brings in what changed meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +92,12 @@ class KubernetesLeaseStore:
         api_client: kubernetes.client.ApiClient | None = None,
         relist_seconds: float = 10.0,
         pod_name: str | None = None,
+        outage_grace: float = 300.0,
     ) -> None:
         self.namespace = namespace or current_namespace()
         self._api = api_client
         self.relist_seconds = relist_seconds
+        self.outage_grace = outage_grace
         self.pod_name = pod_name or os.environ.get("POD_NAME")
         self._owner: dict[str, Any] | None = None
         self._created: set[str] = set()
@@ -94,6 +106,9 @@ class KubernetesLeaseStore:
         self._pods: dict[str, bool] = {}  # pod name -> Ready
         self._changes = 0
         self._cached: tuple[int, list[WorkerRecord]] | None = None
+        # when the Lease list or watch last answered; since when it has been failing (or None)
+        self._leases_seen: float | None = None
+        self._leases_lost: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -169,10 +184,14 @@ class KubernetesLeaseStore:
 
     # ---- reader side --------------------------------------------------------------------------
     def snapshot(self) -> list[WorkerRecord]:
-        """Every worker Lease as a record, ready only while its pod is Ready."""
+        """Every worker Lease as a record, ready only while its pod is Ready; while the Leases
+        cannot be listed or watched, renew times are moved on by the time since the reader lost
+        touch (at most ``outage_grace``), so lease ages stay as they were last seen."""
         with self._lock:
+            lost = self._leases_lost
             if self._cached is not None and self._cached[0] == self._changes:
-                return list(self._cached[1])
+                records = self._cached[1]
+                return list(records) if lost is None else self._as_of(records, lost)
             changes = self._changes
             leases = list(self._leases.values())
             pods = dict(self._pods)
@@ -185,7 +204,12 @@ class KubernetesLeaseStore:
         )
         with self._lock:
             self._cached = (changes, records)
-        return list(records)
+        return list(records) if lost is None else self._as_of(records, lost)
+
+    def _as_of(self, records: list[WorkerRecord], lost: float) -> list[WorkerRecord]:
+        """``records`` aged only up to ``lost``, the last time the Leases were seen."""
+        blind = min(max(0.0, time.time() - lost), self.outage_grace)
+        return [dataclasses.replace(r, renew_time=r.renew_time + blind) for r in records]
 
     async def start(self) -> None:
         """List and watch Leases and Pods in background threads.
@@ -222,7 +246,10 @@ class KubernetesLeaseStore:
 
     def _list(self, kind: str) -> str:
         result = self._list_fn(kind)(
-            self.namespace, label_selector=WORKER_SELECTOR, _preload_content=False
+            self.namespace,
+            label_selector=WORKER_SELECTOR,
+            _preload_content=False,
+            _request_timeout=self.relist_seconds + 5,  # an API server that never answers
         )
         data = json.loads(result.data)
         items = {}
@@ -233,6 +260,7 @@ class KubernetesLeaseStore:
         with self._lock:
             if kind == "leases":
                 self._leases = items
+                self._leases_seen, self._leases_lost = time.time(), None
             else:
                 self._pods = items
             self._changes += 1
@@ -240,8 +268,10 @@ class KubernetesLeaseStore:
 
     def _watch_loop(self, kind: str) -> None:
         while not self._stop.is_set():
+            listed = False
             try:
                 version = self._list(kind)
+                listed = True
                 watch = kubernetes.watch.Watch()
                 self._watches.append(watch)
                 try:
@@ -258,11 +288,29 @@ class KubernetesLeaseStore:
                             break
                 finally:
                     self._watches.remove(watch)
+                self._touch(kind)  # the stream ended in order: the view was current until now
             except Exception as exc:  # API down or watch broken: re-list after a pause
                 if self._stop.is_set():
                     return
+                if listed:  # the watch broke: in touch until now
+                    self._touch(kind)
+                self._lose(kind)
                 log.warning("watching %s failed (%r); re-listing", kind, exc)
                 self._stop.wait(1.0)
+
+    def _touch(self, kind: str) -> None:
+        """The API answered about ``kind`` just now."""
+        if kind == "leases":
+            with self._lock:
+                if self._leases_lost is None:
+                    self._leases_seen = time.time()
+
+    def _lose(self, kind: str) -> None:
+        """Listing or watching ``kind`` failed: the view is as of the last answer."""
+        if kind == "leases":
+            with self._lock:
+                if self._leases_lost is None and self._leases_seen is not None:
+                    self._leases_lost = self._leases_seen
 
     def _apply(self, kind: str, event: dict[str, Any]) -> None:
         obj = event.get("raw_object") or {}
@@ -271,6 +319,8 @@ class KubernetesLeaseStore:
             return
         value = None if event["type"] == "DELETED" else _parse(kind, obj)
         with self._lock:
+            if kind == "leases":
+                self._leases_seen = time.time()
             table: dict[str, Any] = self._leases if kind == "leases" else self._pods
             if value is None:
                 table.pop(name, None)

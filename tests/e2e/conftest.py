@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from tests.support.kube_stack import Cluster, kube_stack
 from tests.support.processes import free_port, kubechat_argv, tail, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,3 +119,10 @@ def stack(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s = start_stack(demo_model_dir, tmp_path_factory.mktemp("stack"))
     yield s
     stop_stack(s.proc)
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The Kubernetes stack on the API emulator (tests/support/kube_stack.py), one per module."""
+    with kube_stack(demo_model_dir, tmp_path_factory.mktemp("kube-e2e")) as running_cluster:
+        yield running_cluster

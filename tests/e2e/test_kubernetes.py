@@ -14,130 +14,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import kubernetes
 import openai
 import pytest
 
-from tests.support.kube_server import RunningEmulator, kubernetes_client, running_emulator
+from tests.support.kube_stack import EXAMPLE, LABEL, LEASE_DURATION, SEED, Cluster
 from tests.support.kube_tools import run_kubectl
-from tests.support.pod_runner import PodRunner
-from tests.support.processes import free_port, kubechat_argv, running
+from tests.support.processes import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "modeldeployment.yaml"
-EXAMPLE = ROOT / "examples" / "demo-cluster.yaml"
-SEED = "Which mountain is the second highest one in the world?"
-LEASE_RENEW, LEASE_DURATION = 0.5, 2.0
-LABEL = "kubechat.dev/deployment=demo"
-
-
-@dataclass
-class Cluster:
-    emulator: RunningEmulator
-    core: kubernetes.client.CoreV1Api
-    leases: kubernetes.client.CoordinationV1Api
-    custom: kubernetes.client.CustomObjectsApi
-    runner: PodRunner
-    gateway: str
-
-    def kubectl(self, *args: str, **kw) -> str:
-        return run_kubectl(self.emulator.kubeconfig, *args, **kw).stdout
-
-    def md(self, name: str = "demo") -> dict:
-        return self.custom.get_namespaced_custom_object(
-            "kubechat.dev", "v1alpha1", "default", "modeldeployments", name
-        )
-
-    def pods(self) -> list:
-        return self.core.list_namespaced_pod("default", label_selector=LABEL).items
-
-    def ready_pods(self) -> list[str]:
-        return [
-            p.metadata.name
-            for p in self.pods()
-            if not p.metadata.deletion_timestamp
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
-
-
-def until(check, timeout: float = 120.0, interval: float = 0.25, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what or check}")
-        time.sleep(interval)
-
-
-@pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("kube-e2e")
-    with running_emulator(crds=[CRD], directory=base) as emulator:
-        env = {"KUBECONFIG": str(emulator.kubeconfig)}
-        operator_argv = kubechat_argv(
-            "operator",
-            "--namespace",
-            "default",
-            "--reconcile-interval",
-            "0.5",
-            "--lease-renew-interval",
-            str(LEASE_RENEW),
-            "--lease-duration",
-            str(LEASE_DURATION),
-            "--lease-grace",
-            "30",
-            "--drain-grace",
-            "3",
-        )
-        port = free_port()
-        gateway_argv = kubechat_argv(
-            "gateway", "--port", str(port), "--lease-store", "kubernetes:default"
-        )
-        runner = PodRunner(
-            emulator.kubeconfig,
-            # the pods' cache volume is this run's kubechat cache, which holds the demo model
-            path_map={"/var/cache/kubechat": str(demo_model_dir.parent)},
-            log_dir=base / "pods",
-            stop_grace=10.0,
-        )
-        api = kubernetes_client(emulator.kubeconfig)
-        with (
-            runner,
-            running(operator_argv, ready_url=None, log_path=base / "operator.log", env=env),
-            running(
-                gateway_argv,
-                ready_url=f"http://127.0.0.1:{port}/health",
-                log_path=base / "gateway.log",
-                env=env,
-            ),
-        ):
-            yield Cluster(
-                emulator,
-                kubernetes.client.CoreV1Api(api),
-                kubernetes.client.CoordinationV1Api(api),
-                kubernetes.client.CustomObjectsApi(api),
-                runner,
-                f"http://127.0.0.1:{port}",
-            )
-
-
-def ask(cluster: Cluster, **kw) -> httpx.Response:
-    body = {
-        "model": "kubechat-demo",
-        "messages": [{"role": "user", "content": SEED}],
-        "temperature": 0,
-        **kw,
-    }
-    return httpx.post(f"{cluster.gateway}/v1/chat/completions", json=body, timeout=60)
 
 
 def test_lifecycle(cluster: Cluster) -> None:
@@ -145,7 +31,7 @@ def test_lifecycle(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--validate=false", "-f", str(EXAMPLE))
     until(lambda: cluster.md().get("status", {}).get("readyReplicas") == 1, what="1 ready")
     client = openai.OpenAI(base_url=f"{cluster.gateway}/v1", api_key="none")
-    until(lambda: ask(cluster).status_code == 200, timeout=30, what="gateway sees the worker")
+    until(lambda: cluster.ask().status_code == 200, timeout=30, what="gateway sees the worker")
     reply = client.chat.completions.create(
         model="kubechat-demo", messages=[{"role": "user", "content": SEED}], temperature=0
     )
@@ -170,9 +56,9 @@ def test_lifecycle(cluster: Cluster) -> None:
     cluster.kubectl("scale", "md/demo", "--replicas=2")
     until(lambda: cluster.md().get("status", {}).get("readyReplicas") == 2, what="2 ready")
     until(
-        lambda: _live_workers(cluster) == 2, timeout=30, what="the gateway routes to both workers"
+        lambda: cluster.live_workers() == 2, timeout=30, what="the gateway routes to both workers"
     )
-    served = {ask(cluster, max_tokens=4).headers["x-kubechat-worker"] for _ in range(12)}
+    served = {cluster.ask(max_tokens=4).headers["x-kubechat-worker"] for _ in range(12)}
     assert served == set(cluster.ready_pods())
 
     # spec change: rolling update, never fewer than 2 ready workers, no request fails
@@ -188,7 +74,7 @@ def test_lifecycle(cluster: Cluster) -> None:
 
     def keep_asking() -> None:
         while not stop.is_set():
-            r = ask(cluster, max_tokens=4)
+            r = cluster.ask(max_tokens=4)
             if r.status_code != 200:
                 failures.append(f"{r.status_code} {r.text[:200]}")
 
@@ -222,14 +108,14 @@ def test_lifecycle(cluster: Cluster) -> None:
     assert {"CreatedPod", "DeletingPod"} <= reasons, reasons
 
     # kill -9 of one worker: it leaves routing within the lease duration; the pod comes back
-    until(lambda: _live_workers(cluster) == 2, timeout=30, what="both new workers routable")
+    until(lambda: cluster.live_workers() == 2, timeout=30, what="both new workers routable")
     victim, pid = sorted(cluster.runner.processes().items())[0]
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    until(lambda: _live_workers(cluster) == 1, timeout=30, interval=0.05, what="dead one gone")
+    until(lambda: cluster.live_workers() == 1, timeout=30, interval=0.05, what="dead one gone")
     left_routing = time.monotonic() - killed
     assert left_routing <= LEASE_DURATION + 1.0, left_routing
-    results = [ask(cluster, max_tokens=4) for _ in range(6)]
+    results = [cluster.ask(max_tokens=4) for _ in range(6)]
     assert [r.status_code for r in results] == [200] * 6
     assert victim not in {r.headers["x-kubechat-worker"] for r in results}
     until(lambda: cluster.md().get("status", {}).get("readyReplicas") == 2, what="back to 2")
@@ -264,23 +150,7 @@ def test_lifecycle(cluster: Cluster) -> None:
         timeout=30,
         what="leases gone",
     )
-    until(lambda: _md_gone(cluster), timeout=30, what="the ModelDeployment is gone")
-
-
-def _live_workers(cluster: Cluster) -> int:
-    text = httpx.get(f"{cluster.gateway}/metrics", timeout=5).text
-    for line in text.splitlines():
-        if line.startswith('kubechat_gateway_live_workers{model="kubechat-demo"}'):
-            return int(float(line.split()[-1]))
-    return 0
-
-
-def _md_gone(cluster: Cluster) -> bool:
-    try:
-        cluster.md()
-    except kubernetes.client.ApiException as exc:
-        return exc.status == 404
-    return False
+    until(cluster.md_gone, timeout=30, what="the ModelDeployment is gone")
 
 
 def test_schema_rejects_invalid_resources(cluster: Cluster, tmp_path: Path) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from tests.support.processes import until
 
 T = TypeVar("T")
 MINIMAL_CRD = Path(__file__).parent / "minimal_crd.yaml"
@@ -15,11 +16,4 @@ WIDGETS = ("test.kubechat.dev", "v1", "widgets")  # group, version, plural of th
 
 def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
     """Call ``check`` until it returns a truthy value (returned) or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {check}")
-        time.sleep(interval)
+    return until(check, timeout, interval)

@@ -97,3 +97,29 @@ def test_kubectl_and_helm_binaries_run():
         result = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "v" in result.stdout
+
+
+async def test_a_partition_cuts_off_matching_requests_until_healed():
+    pods = "/api/v1/namespaces/default/pods"
+    cut = {"labelSelector": "cut-off"}
+    async with (
+        serve_emulator() as (emulator, base_url),
+        httpx.AsyncClient(base_url=base_url, timeout=10) as http,
+    ):
+        watch = await http.send(
+            http.build_request("GET", pods, params={"watch": "1", **cut}), stream=True
+        )
+        other = await http.send(http.build_request("GET", pods, params={"watch": "1"}), stream=True)
+        assert len(emulator.open_watches) == 2
+        heal = emulator.partition(lambda raw: raw.query.get("labelSelector") == "cut-off")
+
+        assert [line async for line in watch.aiter_lines()] == []  # the watch ended at once
+        assert len(emulator.open_watches) == 1  # the other client's watch goes on
+        refused = await http.get(pods, params=cut)
+        assert refused.status_code == 503
+        assert refused.json()["reason"] == "ServiceUnavailable"
+        assert (await http.get(pods)).status_code == 200
+
+        heal()
+        assert (await http.get(pods, params=cut)).status_code == 200
+        await other.aclose()

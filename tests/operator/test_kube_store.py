@@ -210,3 +210,63 @@ async def test_discovery_starts_while_the_api_is_unreachable_and_catches_up(tmp_
                 await asyncio.sleep(0.1)
     finally:
         await reader.stop()
+
+
+async def test_a_reader_cut_off_from_the_api_keeps_its_last_view_and_relists_on_reconnect(
+    api, emulator
+) -> None:
+    """A gateway that cannot reach the API server cannot see renewals either: judged by the
+    clock alone, every lease would expire and all traffic stop although the workers are fine.
+    The view is kept as it was last seen (``outage_grace`` long at most); events missed meanwhile
+    (a worker gone, one added) are caught up by the re-list after the reconnect."""
+    for name, duration in (("keep", 1.0), ("gone", 30.0)):
+        make_pod(api, name, "store-h")
+        set_ready(api, name, True)
+        KubernetesLeaseStore("default", api_client=api, pod_name=name).publish(
+            record(name, "store-h", lease_duration=duration)
+        )
+    keep = KubernetesLeaseStore("default", api_client=api, pod_name="keep")
+    views = [
+        LiveView(KubernetesLeaseStore("default", api_client=api, relist_seconds=30.0)),
+        LiveView(
+            KubernetesLeaseStore("default", api_client=api, relist_seconds=30.0, outage_grace=0)
+        ),
+    ]
+
+    def live() -> list[list[str]]:
+        return [[r.name for r in v.workers() if r.deployment == "store-h"] for v in views]
+
+    def renew() -> None:
+        keep.publish(record("keep", "store-h", lease_duration=1.0))
+
+    for view in views:
+        await view.start()
+    heal = emulator.call(
+        emulator.emulator.partition,
+        lambda raw: raw.query.get("labelSelector") == "kubechat.dev/deployment",
+    )
+    try:
+        assert live() == [["gone", "keep"]] * 2
+        # unseen by the readers: "keep" renews, "gone" goes (its lease with it), "new" comes
+        kubernetes.client.CoreV1Api(api).delete_namespaced_pod("gone", "default")
+        make_pod(api, "new", "store-h")
+        set_ready(api, "new", True)
+        KubernetesLeaseStore("default", api_client=api, pod_name="new").publish(
+            record("new", "store-h", lease_duration=30.0)
+        )
+        for _ in range(3):
+            await asyncio.sleep(0.5)
+            renew()
+        # as last seen, 1.5 s after "keep" would have expired; with outage_grace=0, by the clock
+        assert live() == [["gone", "keep"], ["gone"]]
+
+        emulator.call(heal)
+        deadline = time.monotonic() + 5
+        while live() != [["keep", "new"]] * 2:
+            assert time.monotonic() < deadline, live()
+            renew()
+            await asyncio.sleep(0.1)
+    finally:
+        emulator.call(heal)
+        for view in views:
+            await view.stop()

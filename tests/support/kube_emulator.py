@@ -19,12 +19,14 @@ built-in kinds' schemas, admission webhooks, RBAC, server-side apply, CEL valida
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import gzip
 import importlib.resources
 import json
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,10 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
     )
     #: path?query of the watch requests being streamed right now.
     open_watches: list[str] = attrs.field(init=False, factory=list)
+    #: Fault injection: a request that one of these matches is refused (see :meth:`partition`).
+    partitions: list[Callable[[aiohttp.web.BaseRequest], bool]] = attrs.field(
+        init=False, factory=list
+    )
     _stopping: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -138,6 +144,31 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         """End every open watch stream (before the server shuts down)."""
         self._stopping = True
         self.store.changed.set()
+
+    def partition(self, match: Callable[[aiohttp.web.BaseRequest], bool]) -> Callable[[], None]:
+        """Cut off the requests that ``match``: their open watches end now and new ones, like any
+        other matching request, get 503 until the returned function is called (both on the
+        emulator's loop, e.g. through ``RunningEmulator.call``).
+
+        A network fault between some clients and the API server; everyone else is served as
+        usual. :meth:`stop_watches` is for shutdown: it ends every watch for good.
+        """
+        self.partitions.append(match)
+        self._wake_watches()
+
+        def heal() -> None:
+            if match in self.partitions:
+                self.partitions.remove(match)
+
+        return heal
+
+    def _cut_off(self, raw: aiohttp.web.BaseRequest) -> bool:
+        return any(match(raw) for match in self.partitions)
+
+    def _wake_watches(self) -> None:
+        """Let every open watch look at its stop condition now."""
+        changed, self.store.changed = self.store.changed, asyncio.Event()
+        changed.set()
 
     # --- CRDs: served while stored ----------------------------------------------------------
 
@@ -197,6 +228,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
                 del self._requests[: KMOCK_REQUESTS_KEPT // 2]
             return await super().__call__(raw)
         try:
+            if self._cut_off(raw):
+                raise ApiError(503, "ServiceUnavailable", "cut off from the API (partition)")
             response = await self._serve(raw, target)
         except ApiError as exc:
             response = _error(exc)
@@ -333,7 +366,11 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         self.open_watches.append(raw.path_qs)
         try:
             await kube_watch.stream_watch(
-                self.store, watch, response, render, lambda: self._stopping
+                self.store,
+                watch,
+                response,
+                render,
+                lambda: self._stopping or self._cut_off(raw),
             )
         finally:
             self.open_watches.remove(raw.path_qs)

@@ -11,8 +11,9 @@ No pod runner is needed: the worker pods it creates are just API objects (they s
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class RunningOperator:
     metrics_address: str
     health_address: str
     log: Path
+    process: subprocess.Popen | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -91,9 +93,11 @@ def running_operator(
     namespace: str = "default",
     reconcile_interval: float = 1.0,
     timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[RunningOperator]:
     """Run ``kubechat operator`` on ``kubeconfig``'s API with metrics and health on free
-    127.0.0.1 ports; return once both answer. Stopped (SIGTERM) when the block ends."""
+    127.0.0.1 ports (plus ``extra_args``); return once both answer. Stopped (SIGTERM) when the
+    block ends, unless it has ended already (a test may kill ``process``)."""
     metrics_port, health_port = _two_free_ports()
     argv = kubechat_argv(
         "operator",
@@ -103,12 +107,14 @@ def running_operator(
         f"--metrics-port={metrics_port}",
         "--health-host=127.0.0.1",
         f"--health-port={health_port}",
+        *extra_args,
     )
     operator = RunningOperator(f"127.0.0.1:{metrics_port}", f"127.0.0.1:{health_port}", log_path)
     env = {"KUBECONFIG": str(kubeconfig)}
     with running(
         argv, ready_url=operator.metrics_url, log_path=log_path, timeout=timeout, env=env
     ) as proc:
+        operator.process = proc
         try:
             wait_http(operator.health_url, timeout, proc)
         except Exception as exc:

@@ -1,4 +1,5 @@
-"""Starting kubechat processes for tests: free ports, waiting for readiness, clean stops."""
+"""Starting kubechat processes for tests: free ports, waiting for readiness (or any condition),
+clean stops."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -45,6 +49,20 @@ def wait_http(
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
+
+
+def until(
+    check: Callable[[], T], timeout: float = 120.0, interval: float = 0.25, what: str = ""
+) -> T:
+    """Call ``check`` until it returns something true and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {what or check}")
+        time.sleep(interval)
 
 
 def stop(proc: subprocess.Popen, grace: float = 15.0) -> int:
