@@ -9,11 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import kubernetes
 import pytest
 
-from kubechat.operator.metrics import RESULTS
-from tests.support.kube_operator import RunningOperator, create_model_deployment, running_operator
-from tests.support.kube_server import RunningEmulator
+from kubechat.operator.metrics import RESULTS, OperatorMetrics
+from tests.support.kube_operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    RunningOperator,
+    create_model_deployment,
+    running_operator,
+)
+from tests.support.kube_server import RunningEmulator, kubernetes_client
 from tests.support.processes import kubechat_argv
 
 pytestmark = pytest.mark.timeout(180)
@@ -50,6 +58,39 @@ def test_reconciles_are_counted(operator: RunningOperator, emulator: RunningEmul
     assert operator.value("kubechat_operator_errors_total") == 0
     count = operator.value("kubechat_operator_reconcile_duration_seconds_count")
     assert count is not None and count >= 2
+
+
+def test_a_spec_that_cannot_be_served_counts_as_invalid(
+    operator: RunningOperator, emulator: RunningEmulator
+) -> None:
+    create_model_deployment(emulator.kubeconfig, name="metrics-invalid")
+    # Accepted by the CRD schema, refused by kubechat: a per-GPU memory cap without GPUs.
+    kubernetes.client.CustomObjectsApi(
+        kubernetes_client(emulator.kubeconfig)
+    ).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "metrics-invalid",
+        {"spec": {"resources": {"gpus": 0, "maxGpuMemory": "1GiB"}}},
+    )
+    assert operator.wait_for_reconciles(1, result="invalid") >= 1
+    assert operator.value("kubechat_operator_errors_total") == 0
+
+
+def test_a_failing_pass_counts_as_an_error() -> None:
+    metrics = OperatorMetrics()
+    with pytest.raises(RuntimeError), metrics.reconcile():
+        raise RuntimeError("the API server went away")
+    with metrics.reconcile() as outcome:
+        outcome[0] = "invalid"
+    value = metrics.registry.get_sample_value
+    assert value("kubechat_operator_reconciles_total", {"result": "error"}) == 1
+    assert value("kubechat_operator_reconciles_total", {"result": "invalid"}) == 1
+    assert value("kubechat_operator_reconciles_total", {"result": "ok"}) == 0
+    assert value("kubechat_operator_errors_total") == 1
+    assert value("kubechat_operator_reconcile_duration_seconds_count") == 2
 
 
 @pytest.mark.parametrize(
