@@ -17,8 +17,7 @@ from kubechat.discovery.records import WorkerRecord
 from kubechat.gateway.app import GatewayConfig, create_app
 from kubechat.routing import Router
 from kubechat.upstream import RetryPolicy
-
-from .stub_workers import serve, stub_app
+from tests.support.stub_workers import serve, stub_app
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

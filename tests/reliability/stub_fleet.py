@@ -1,7 +1,7 @@
 """Fast scripted workers in their own process, for load tests of the gateway.
 
 ``python -m tests.reliability.stub_fleet LEASE_DIR COUNT BEHAVIOUR`` serves COUNT stub workers
-(tests/gateway/stub_workers.py) on free ports, publishes a lease for each into LEASE_DIR (renewed
+(tests/support/stub_workers.py) on free ports, publishes a lease for each into LEASE_DIR (renewed
 far into the future) and prints ``ready`` once all listen; it serves until killed. A separate
 process keeps the load client and the workers from sharing one interpreter lock.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.discovery.records import WorkerRecord
-from tests.gateway.stub_workers import serve, stub_app
+from tests.support.stub_workers import serve, stub_app
 
 MODEL = "m"
 

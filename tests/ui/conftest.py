@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from gradio_client import Client
 
 from kubechat.discovery.local_store import LocalLeaseStore
-from tests.gateway.stub_workers import serve
 from tests.support.processes import free_port, kubechat_argv, running, wait_http
+from tests.support.stub_workers import serve
 from tests.ui.stub_worker import stub_app, stub_record
 
 USER, PASSWORD = "alice", "wonderland"  # from --auth-file

@@ -12,9 +12,9 @@ import pytest
 from gradio_client import Client
 
 from kubechat.discovery.kube_store import KubernetesLeaseStore
-from tests.gateway.stub_workers import serve
 from tests.support.kube_server import RunningEmulator, kubernetes_client, running_emulator
 from tests.support.processes import free_port, kubechat_argv, running, wait_http
+from tests.support.stub_workers import serve
 from tests.ui.stub_worker import MODELS, stub_app, stub_record
 
 POD = "stub-pod"
