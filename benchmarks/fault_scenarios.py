@@ -35,6 +35,7 @@ import httpx
 from kubechat.discovery.local_store import LocalLeaseStore
 
 MODEL = "kubechat-demo"
+CLIENTS = 16  # concurrent streaming clients of every scenario
 PROMPT = "Which mountain is the second highest one in the world?"
 
 
@@ -368,16 +369,19 @@ class Report:
 async def closed_loop(
     url: str,
     *,
-    clients: int,
     duration: float,
     max_tokens: int,
-    fault_at: float,
     fault: Callable[[], Awaitable[None]],
+    fault_at: float | None = None,
+    clients: int = CLIENTS,
     deadline: float = 90.0,
     pause_after_error: float = 0.2,
 ) -> list[Outcome]:
     """``clients`` streaming clients send requests back to back for ``duration`` seconds;
-    ``fault()`` runs ``fault_at`` seconds in. Requests in flight at the end run to their end."""
+    ``fault()`` runs ``fault_at`` seconds in (a third of the way by default). Requests in flight
+    at the end run to their end."""
+    if fault_at is None:
+        fault_at = duration / 3
     outcomes: list[Outcome] = []
     stop_at = time.monotonic() + duration
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients)
@@ -460,7 +464,6 @@ def _round(value: float | None) -> float | None:
 
 # ---- the scenarios --------------------------------------------------------------------------
 
-CLIENTS = 16
 # tokens of the stream that keeps a SIGTERMed worker draining (the demo model holds 512)
 LONG_STREAM_TOKENS = 400
 
@@ -479,14 +482,7 @@ async def kill_9(stack: LocalStack, *, duration: float = 10.0, max_tokens: int =
             stack, len(stack.workers), stack.config.lease_duration + 5
         )
 
-    outcomes = await closed_loop(
-        stack.url,
-        clients=CLIENTS,
-        duration=duration,
-        max_tokens=max_tokens,
-        fault_at=duration / 3,
-        fault=fault,
-    )
+    outcomes = await closed_loop(stack.url, duration=duration, max_tokens=max_tokens, fault=fault)
     return Report("kill -9", outcomes, int(stack.retries() - retries0), left.get("t"))
 
 
@@ -531,14 +527,7 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
         info["exit_after"] = time.monotonic() - t0
         info["exit_code"] = code
 
-    outcomes = await closed_loop(
-        stack.url,
-        clients=CLIENTS,
-        duration=duration,
-        max_tokens=max_tokens,
-        fault_at=duration / 3,
-        fault=fault,
-    )
+    outcomes = await closed_loop(stack.url, duration=duration, max_tokens=max_tokens, fault=fault)
     exit_after = info.get("exit_after")
     return Report(
         "SIGTERM",
@@ -573,12 +562,7 @@ async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int 
 
     try:
         outcomes = await closed_loop(
-            stack.url,
-            clients=CLIENTS,
-            duration=duration,
-            max_tokens=max_tokens,
-            fault_at=duration / 4,
-            fault=fault,
+            stack.url, duration=duration, max_tokens=max_tokens, fault=fault, fault_at=duration / 4
         )
     finally:
         os.kill(victim.pid, signal.SIGCONT)
@@ -605,14 +589,7 @@ async def gateway_restart(
         await asyncio.to_thread(stack.restart_gateway)
         window["end"] = time.monotonic()
 
-    outcomes = await closed_loop(
-        stack.url,
-        clients=CLIENTS,
-        duration=duration,
-        max_tokens=max_tokens,
-        fault_at=duration / 3,
-        fault=fault,
-    )
+    outcomes = await closed_loop(stack.url, duration=duration, max_tokens=max_tokens, fault=fault)
     start, end = window.get("start", 0.0), window.get("end", 0.0)
     outside = [o for o in outcomes if o.error and not (start - 0.5 <= o.ended <= end + 1.0)]
     return Report(
