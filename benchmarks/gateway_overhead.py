@@ -6,6 +6,12 @@ Builds (or reuses) the demo model in the kubechat cache, starts one worker publi
 to a local store and a gateway reading it, then for concurrency 1 and 32 runs the load client
 against the worker and against the gateway, one after the other, and prints output tokens/s of
 both, their ratio (gateway / direct) and the time to first token the gateway adds (p50).
+
+    python benchmarks/gateway_overhead.py --relay-cpu [--concurrency 16 256]
+
+measures the gateway alone instead: in front of a worker stand-in that streams at almost no CPU
+cost (benchmarks/fake_worker.py), it prints the gateway's own CPU time per relayed chunk (the
+figure that decides how much it slows a worker sharing its cores).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_client import run
-from processes import gateway, worker
+from processes import cpu_seconds, free_port, gateway, server, worker
 
 MODEL = "kubechat-demo"
 
@@ -32,7 +38,12 @@ def main() -> int:
     parser.add_argument("--requests-per-user", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model-dir", type=Path, help="default: the demo model, built if needed")
+    parser.add_argument(
+        "--relay-cpu", action="store_true", help="the gateway's CPU per chunk over a fake worker"
+    )
     args = parser.parse_args()
+    if args.relay_cpu:
+        return relay_cpu(args.concurrency, args.requests_per_user, args.max_tokens)
 
     from kubechat.demo_model.cache import ensure_demo_model
 
@@ -45,9 +56,10 @@ def main() -> int:
         with (
             worker(
                 model_dir, MODEL, work, "--limit-worker-concurrency", str(top + 8), leases=leases
-            ) as direct_url,
-            gateway(leases, work, MODEL) as gateway_url,
+            ) as direct,
+            gateway(leases, work, MODEL) as through,
         ):
+            direct_url, gateway_url = direct.url, through.url
             # one warm-up request each way so neither side pays first-call costs in the figures
             for url in (direct_url, gateway_url):
                 asyncio.run(run(url, MODEL, concurrency=1, requests=1, max_tokens=8))
@@ -71,6 +83,35 @@ def main() -> int:
                     f"{ratio:>6.2f} {direct.ttft(0.5) * 1000:>13.1f}ms "
                     f"{via.ttft(0.5) * 1000:>9.1f}ms {added:>8.1f} "
                     f"{direct.errors + via.errors:>6}"
+                )
+    return 0
+
+
+def relay_cpu(levels: list[int], requests_per_user: int, max_tokens: int) -> int:
+    """Gateway CPU per relayed chunk, over a worker stand-in that streams a chunk every 20 ms."""
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="kubechat-relay-") as tmp:
+        work, port = Path(tmp), free_port()
+        leases = work / "leases"
+        fake = [sys.executable, str(here / "fake_worker.py"), str(port), str(leases)]
+        ready = f"http://127.0.0.1:{port}/health/ready"
+        with server(fake, ready, work / "fake.log"), gateway(leases, work, "bench") as gw:
+            asyncio.run(run(gw.url, "bench", concurrency=1, requests=1, max_tokens=8))
+            print(
+                f"{'conc':>4} {'chunks':>8} {'chunks/s':>9} {'gateway CPU s':>13} "
+                f"{'us/chunk':>8} {'errors':>6}"
+            )
+            for c in levels:
+                before = cpu_seconds(gw.pid)
+                n = c * requests_per_user
+                r = asyncio.run(
+                    run(gw.url, "bench", concurrency=c, requests=n, max_tokens=max_tokens)
+                )
+                used = cpu_seconds(gw.pid) - before
+                chunks = sum(x.output_tokens for x in r.results if x.ok)
+                print(
+                    f"{c:>4} {chunks:>8} {chunks / r.seconds:>9.0f} {used:>13.2f} "
+                    f"{used / max(chunks, 1) * 1e6:>8.0f} {r.errors:>6}"
                 )
     return 0
 

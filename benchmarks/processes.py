@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], ready_url: str, log_path: Path, timeout: float = 600) -> Iterator[None]:
+def server(
+    argv: list[str], ready_url: str, log_path: Path, timeout: float = 600
+) -> Iterator[subprocess.Popen]:
     """Run ``argv`` (own process group, output to ``log_path``) until the block ends."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -47,7 +50,7 @@ def server(argv: list[str], ready_url: str, log_path: Path, timeout: float = 600
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{ready_url} not ready after {timeout} s; see {log_path}")
             time.sleep(0.25)
-        yield
+        yield proc
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -59,6 +62,20 @@ def server(argv: list[str], ready_url: str, log_path: Path, timeout: float = 600
                 proc.wait()
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running server: its base URL and process id."""
+
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kubechat(*args: str) -> list[str]:
     """argv of the ``kubechat`` CLI under this interpreter."""
     return [sys.executable, "-m", "kubechat.cli", *args]
@@ -67,8 +84,8 @@ def kubechat(*args: str) -> list[str]:
 @contextlib.contextmanager
 def worker(
     model_dir: Path, name: str, workdir: Path, *extra: str, leases: Path | None = None
-) -> Iterator[str]:
-    """A ``kubechat worker`` on ``model_dir`` serving ``name``; yields its base URL."""
+) -> Iterator[Served]:
+    """A ``kubechat worker`` on ``model_dir`` serving ``name``."""
     port = free_port()
     argv = kubechat(
         "worker",
@@ -84,21 +101,20 @@ def worker(
     if leases is not None:
         argv += ["--lease-store", f"local:{leases}", "--worker-name", f"bench-{port}"]
     url = f"http://127.0.0.1:{port}"
-    with server(argv, f"{url}/health/ready", workdir / f"worker-{port}.log"):
-        yield url
+    with server(argv, f"{url}/health/ready", workdir / f"worker-{port}.log") as proc:
+        yield Served(url, proc.pid)
 
 
 @contextlib.contextmanager
-def gateway(leases: Path, workdir: Path, model: str) -> Iterator[str]:
-    """A ``kubechat gateway`` over the workers in ``leases``; yields its base URL once it
-    lists ``model``."""
+def gateway(leases: Path, workdir: Path, model: str) -> Iterator[Served]:
+    """A ``kubechat gateway`` over the workers in ``leases``, once it lists ``model``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = kubechat("gateway", "--port", str(port), "--lease-store", f"local:{leases}")
-    with server(argv, f"{url}/health", workdir / f"gateway-{port}.log"):
+    with server(argv, f"{url}/health", workdir / f"gateway-{port}.log") as proc:
         deadline = time.monotonic() + 30
         while model not in {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]}:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the gateway at {url} never saw a worker serving {model}")
             time.sleep(0.2)
-        yield url
+        yield Served(url, proc.pid)

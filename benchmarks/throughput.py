@@ -179,10 +179,10 @@ def main() -> int:
         model_dir = args.model_dir or build(work / "bench-model")
         leases = work / "leases"
         flags = ("--limit-worker-concurrency", str(max(levels) * 2), "--engine", "auto")
-        direct = up.enter_context(worker(model_dir, "bench", work, *flags, leases=leases))
+        direct = up.enter_context(worker(model_dir, "bench", work, *flags, leases=leases)).url
         servers = [
             Server(KUBECHAT_WORKER, direct, "bench"),
-            Server(VIA_GATEWAY, up.enter_context(gateway(leases, work, "bench")), "bench"),
+            Server(VIA_GATEWAY, up.enter_context(gateway(leases, work, "bench")).url, "bench"),
         ]
         if not args.skip_transformers_serve:
             serve = up.enter_context(transformers_serve(model_dir, work))

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,7 +22,7 @@ from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, model_not_found, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
-from kubechat.upstream import Buffered, RetryPolicy, Upstream
+from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
 
 from .auth import KeyChecker
 from .metrics import GatewayMetrics
@@ -71,20 +70,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(
-            connect=config.connect_timeout,
-            read=config.upstream_timeout,
-            write=30.0,
-            pool=config.connect_timeout,
+        upstream = Upstream(
+            metrics,
+            config.retry,
+            Timeouts(connect=config.connect_timeout, read=config.upstream_timeout),
         )
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
         async with contextlib.AsyncExitStack() as stack:
             for hook in lifespan_hooks or []:
                 await stack.enter_async_context(hook())
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
-            )
-            state["upstream"] = Upstream(client, metrics, config.retry)
+            stack.push_async_callback(upstream.aclose)
+            state["upstream"] = upstream
             yield
 
     app = FastAPI(title="kubechat gateway", version="0.1.0", lifespan=lifespan)

@@ -4,6 +4,10 @@ A request is retried on a different worker when the worker refuses or resets the
 times out before answering, or answers 429/503, as long as nothing has reached the client yet,
 within a bounded number of attempts and a deadline. A non-streamed response is read whole before
 anything is sent, so it can always be retried; a stream is committed once its first chunk is in.
+
+The HTTP client is aiohttp's: relaying a stream is the gateway's hot path, and aiohttp's C parser
+and plain asyncio streams cost a fraction of httpx's per-chunk CPU (measured: the gateway's CPU
+per relayed chunk, benchmarks/gateway_overhead.py).
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import aiohttp
 
 from kubechat.discovery.records import WorkerRecord
 from kubechat.openai_errors import OpenAIError, unavailable
@@ -36,6 +40,17 @@ _HOP_BY_HOP = {
     "proxy-authorization",
     "proxy-authenticate",
 }
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+@dataclass
+class Timeouts:
+    """Upstream timeouts, seconds."""
+
+    connect: float = 5.0
+    read: float = 300.0  # longest silence of a worker mid-answer
 
 
 @dataclass
@@ -89,17 +104,40 @@ class NotObserved:
 
 
 class Upstream:
-    """Forwards requests to workers with retries; one shared HTTP connection pool."""
+    """Forwards requests to workers with retries; one shared HTTP connection pool, opened on
+    first use in the running event loop (``aclose`` closes it)."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
         observer: UpstreamObserver | None = None,
         policy: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
-        self.client = client
         self.observer = observer or NotObserved()
         self.policy = policy or RetryPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.timeouts.connect,
+                    sock_connect=self.timeouts.connect,
+                    sock_read=self.timeouts.read,
+                ),
+                auto_decompress=False,  # bytes pass through as the worker sent them
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(
         self,
@@ -131,7 +169,7 @@ class Upstream:
             done = track(worker)
             try:
                 result = await self._attempt(worker, path, body, headers, stream, model, done)
-            except (httpx.TransportError, TimeoutError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 done()
                 last_reason = _reason(exc)
                 log.warning(
@@ -171,52 +209,50 @@ class Upstream:
         done: Callable[[], None],
     ) -> Buffered | Streaming:
         started = time.perf_counter()
-        request = self.client.build_request(
-            "POST", worker.address.rstrip("/") + path, content=body, headers=headers
-        )
-        sending = self.client.send(request, stream=True)
+        url = worker.address.rstrip("/") + path
+        sending = self._client().post(url, data=body, headers=headers)
         # A stream must show signs of life quickly (headers, then its first chunk); a complete
-        # answer may take as long as generation does (bounded by the client's read timeout).
+        # answer may take as long as generation does (bounded by the read timeout).
         budget = self.policy.first_chunk_timeout if stream else None
         t0 = time.monotonic()
         response = await asyncio.wait_for(sending, budget)
         self.observer.answered(model, time.perf_counter() - started)
         out_headers = _forward_headers(response.headers)
         out_headers["x-kubechat-worker"] = worker.name
-        if not stream or response.status_code != 200:
+        if not stream or response.status != 200:
+            complete = False
             try:
-                data = await response.aread()
+                data = await response.read()
+                complete = True
             finally:
-                await response.aclose()
+                _finish(response, complete)
                 done()
-            return Buffered(response.status_code, data, out_headers)
-        chunks = response.aiter_raw()
+            return Buffered(response.status, data, out_headers)
         try:
             left = max(0.05, self.policy.first_chunk_timeout - (time.monotonic() - t0))
-            first = await asyncio.wait_for(anext(chunks, b""), left)
+            first = await asyncio.wait_for(response.content.readany(), left)
         except BaseException:
-            await response.aclose()
+            _finish(response, False)
             done()
             raise
-        return Streaming(
-            response.status_code, out_headers, _relay(first, chunks, response, done, worker.name)
-        )
+        return Streaming(response.status, out_headers, _relay(first, response, done, worker.name))
 
 
 async def _relay(
     first: bytes,
-    chunks: AsyncIterator[bytes],
-    response: httpx.Response,
+    response: aiohttp.ClientResponse,
     done: Callable[[], None],
     worker: str,
 ) -> AsyncIterator[bytes]:
     """Yield the stream; if the worker dies mid-stream, end with an error event, never hang."""
+    complete = False
     try:
-        if first:
-            yield first
-        async for chunk in chunks:
+        chunk = first
+        while chunk:
             yield chunk
-    except (httpx.TransportError, TimeoutError) as exc:
+            chunk = await response.content.readany()
+        complete = True
+    except TRANSPORT_ERRORS as exc:
         log.warning("worker %s failed mid-stream: %s", worker, _reason(exc))
         err = OpenAIError(
             502,
@@ -225,21 +261,30 @@ async def _relay(
         )
         yield f"data: {json.dumps(err.body())}\n\ndata: [DONE]\n\n".encode()
     finally:
-        await response.aclose()
+        _finish(response, complete)
         done()
 
 
-def _forward_headers(headers: httpx.Headers) -> dict[str, str]:
+def _finish(response: aiohttp.ClientResponse, complete: bool) -> None:
+    """Give a fully read connection back to the pool; close one cut short, so the worker sees
+    its client go away (and stops generating)."""
+    if complete:
+        response.release()
+    else:
+        response.close()
+
+
+def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect_error"
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+    if isinstance(exc, TimeoutError):  # aiohttp's read timeouts are TimeoutErrors too
         return "timeout"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return "connection_closed"
-    if isinstance(exc, httpx.ReadError):
+    if isinstance(exc, aiohttp.ClientOSError):
         return "read_error"
     return type(exc).__name__

@@ -13,7 +13,7 @@ import httpx
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError
 from kubechat.routing import Router
-from kubechat.upstream import Buffered, RetryPolicy, Upstream
+from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
 
 
 class ChatError(Exception):
@@ -77,7 +77,9 @@ class ChatBackend:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
         )
-        self.upstream = Upstream(self.client, policy=policy or RetryPolicy())
+        self.upstream = Upstream(
+            policy=policy or RetryPolicy(), timeouts=Timeouts(connect=5.0, read=300.0)
+        )
 
     def models(self) -> list[str]:
         """Names served by live workers now."""
@@ -165,6 +167,7 @@ class ChatBackend:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self.client.aclose()
+        await self.upstream.aclose()
 
 
 def _error_message(body: bytes) -> str:
