@@ -3,7 +3,9 @@
 Every step of the loop (on one background thread):
 
 1. newcomers waiting in the queue form a prefill cohort (as many as free slots and the KV budget
-   allow); the cohort's prompts are left-padded and prefilled together, in chunks of at most
+   allow, and as many as fit ``max_batch_tokens`` padded prompt tokens: a burst is prefilled a
+   group per step, so the first group streams while the next is prefilled); the cohort's prompts
+   are left-padded and prefilled together, a single long prompt in chunks of at most
    ``max_batch_tokens`` tokens per step, so running streams keep flowing during a long prompt;
 2. all running sequences decode one token together, each with its own attention-mask row and
    position ids; each token goes straight to its request's stream;
@@ -81,6 +83,22 @@ class _Seq:
             and p.repetition_penalty == 1.0
             and not (p.presence_penalty or p.frequency_penalty)
         )
+
+
+def prefill_group(prompt_lengths: list[int], chunk_tokens: int) -> int:
+    """How many of these newcomers (in order) to prefill together: as many as fit one chunk of
+    ``chunk_tokens`` once left-padded to the longest, and at least one.
+
+    A burst of newcomers is prefilled a group at a time rather than all at once: the first
+    group streams its first tokens (and starts decoding) after one chunk instead of waiting for
+    every prompt of the burst. A single prompt longer than a chunk is cut into columns instead.
+    """
+    longest = 0
+    for count, length in enumerate(prompt_lengths):
+        longest = max(longest, length)
+        if count and (count + 1) * longest > chunk_tokens:
+            return count
+    return len(prompt_lengths)
 
 
 class _Outbox:
@@ -328,6 +346,9 @@ class BatchingEngine(Engine):
                 chosen = [self._waiting[0]]  # a lone sequence always runs, even over budget
             else:
                 return
+        chosen = chosen[
+            : prefill_group([len(q.request.prompt_ids) for q in chosen], self._chunk_tokens)
+        ]
         self._waiting = self._waiting[len(chosen) :]
         longest = max(len(s.request.prompt_ids) for s in chosen)
         ids = torch.zeros(len(chosen), longest, dtype=torch.long)

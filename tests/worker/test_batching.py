@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from kubechat.worker.batching_engine import BatchingEngine
+from kubechat.worker.batching_engine import BatchingEngine, prefill_group
 from kubechat.worker.engine import GenerationRequest, SamplingParams
 from kubechat.worker.serial_engine import SerialEngine
 
@@ -243,3 +243,14 @@ async def test_checkpoint_that_cannot_batch_is_served_serially(llama) -> None:
         assert results == [reference(llama, p, n) for p, n in jobs]
     finally:
         await e.stop()
+
+
+def test_a_burst_of_newcomers_is_prefilled_a_group_at_a_time() -> None:
+    # 32 prompts of 20 tokens with 256-token chunks: 12 per group, so the first 12 stream after
+    # one chunk instead of after the whole burst's 640 tokens
+    assert prefill_group([20] * 32, 256) == 12
+    # padding counts: the 100-token prompt would pad the group of four to 400 tokens
+    assert prefill_group([10, 10, 10, 100], 256) == 3
+    # whatever the lengths, at least one goes (a long prompt alone is cut into columns)
+    assert prefill_group([1000, 5], 256) == 1
+    assert prefill_group([5, 5], 256) == 2
