@@ -6,11 +6,13 @@ SIGKILL, stops one with SIGTERM (drain), freezes one with SIGSTOP, and restarts 
 Then a burst of 4x a worker's capacity, at the worker and through the gateway with every
 worker full. Per scenario it prints requests sent / completed / retried by the gateway / failed
 with a clear error / lost (no answer at all), and the time until a dead worker left routing.
+Last, the hand-written bad requests (benchmarks/bad_input.py) at a worker and at the gateway:
+how many got the right 4xx OpenAI error, how many a 5xx.
 
     python benchmarks/faults.py                      # all scenarios on the demo model
     python benchmarks/faults.py --scenario kill9 --scenario sigterm
 
-Exit status 1 if any request was lost.
+Exit status 1 if any request was lost, or any bad request got a 5xx.
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from fault_scenarios import SCENARIOS, LocalStack, StackConfig, burst, rss_kib
+import bad_input
+from fault_scenarios import MODEL, SCENARIOS, LocalStack, StackConfig, burst, rss_kib
+
+EXTRA = ["overload", "bad-input"]
+# the default request body limits of `kubechat gateway` (--max-body-bytes) and `kubechat worker`
+GATEWAY_BODY_LIMIT = WORKER_BODY_LIMIT = 4 * 1024 * 1024
 
 
 def main() -> int:
     """Run the chosen scenarios and print their figures."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scenario", action="append", choices=[*SCENARIOS, "overload"])
+    p.add_argument("--scenario", action="append", choices=[*SCENARIOS, *EXTRA])
     p.add_argument("--model-dir", type=Path, help="default: the demo model (built once)")
     p.add_argument("--workdir", type=Path, help="logs and leases (default: a temp folder)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario")
     args = p.parse_args()
-    scenarios = args.scenario or [*SCENARIOS, "overload"]
+    scenarios = args.scenario or [*SCENARIOS, *EXTRA]
     model_dir = args.model_dir
     if model_dir is None:
         from kubechat.demo_model.cache import ensure_demo_model
@@ -49,7 +56,7 @@ def main() -> int:
         f"logs in {workdir}",
         flush=True,
     )
-    lost = 0
+    lost = server_errors = 0
     t0 = time.monotonic()
     try:
         stack.start()
@@ -58,13 +65,19 @@ def main() -> int:
             if name == "overload":
                 overload(stack)
                 continue
+            if name == "bad-input":
+                server_errors += bad_requests(stack)
+                continue
             report = asyncio.run(SCENARIOS[name](stack, duration=args.duration))
             lost += report.lost
             print(report.line(), flush=True)
     finally:
         stack.stop()
-    print(f"total {time.monotonic() - t0:.0f}s; lost requests: {lost}")
-    return 1 if lost else 0
+    print(
+        f"total {time.monotonic() - t0:.0f}s; lost requests: {lost}; "
+        f"5xx answers to bad requests: {server_errors}"
+    )
+    return 1 if lost or server_errors else 0
 
 
 def overload(stack: LocalStack) -> None:
@@ -82,6 +95,29 @@ def overload(stack: LocalStack) -> None:
     print(
         f"{'overload':<16} worker 4x{capacity}: {direct}  gateway 4x{total}: {via_gateway}  {rss}"
     )
+
+
+def bad_requests(stack: LocalStack) -> int:
+    """The hand-written bad requests at one worker and at the gateway; returns the 5xx count."""
+    worker = next(iter(stack.workers.values()))
+    cases = bad_input.cases(MODEL, stack.config.limit)
+    targets = {
+        "worker": (worker.url, [*cases, bad_input.oversized(MODEL, WORKER_BODY_LIMIT)]),
+        "gateway": (stack.url, [*cases, bad_input.oversized(MODEL, GATEWAY_BODY_LIMIT)]),
+    }
+    server_errors = 0
+    for name, (url, all_cases) in targets.items():
+        found = asyncio.run(bad_input.send_all(url, all_cases))
+        right = sum(wrong is None for _, wrong in found.values())
+        fives = sum(status >= 500 for status, _ in found.values())
+        server_errors += fives
+        wrong = {k: w for k, (_, w) in found.items() if w is not None}
+        print(
+            f"{'bad input':<16} {name:<8} cases={len(found)}  right_4xx_openai_error={right}  "
+            f"5xx={fives}  other={len(wrong) - fives}" + (f"  {wrong}" if wrong else ""),
+            flush=True,
+        )
+    return server_errors
 
 
 if __name__ == "__main__":

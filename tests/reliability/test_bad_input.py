@@ -1,7 +1,8 @@
 """Bad input, sent to the worker and through the gateway: always a 4xx OpenAI error, never a 5xx.
 
-Each case is raw bytes on the wire (so JSON escapes such as lone surrogates arrive exactly as a
-hostile client would send them); valid but unusual text (emoji, right-to-left, NUL) is served.
+The cases (benchmarks/bad_input.py, shared with benchmarks/faults.py) are raw bytes on the wire,
+so JSON escapes such as lone surrogates arrive exactly as a hostile client would send them;
+valid but unusual text (emoji, right-to-left, NUL) is served.
 """
 
 from __future__ import annotations
@@ -11,109 +12,18 @@ import json
 import httpx
 import pytest
 
+from benchmarks import bad_input
+from benchmarks.bad_input import CHAT
+
 from .conftest import AUTH, GATEWAY_BODY_LIMIT, MODEL, WORKER_LIMIT, Served
 
 pytestmark = pytest.mark.slow
 
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-ERROR_KEYS = {"message", "type", "param", "code"}
+CASES = bad_input.cases(MODEL, WORKER_LIMIT)
 
 
 def chat(**fields) -> bytes:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    body.update(fields)
-    return json.dumps(body).encode()
-
-
-def raw_chat(content_json: str) -> bytes:
-    """A chat body whose message content is the given JSON string literal, byte for byte."""
-    head = json.dumps({"model": MODEL, "max_tokens": 4})[:-1]
-    return f'{head}, "messages": [{{"role": "user", "content": {content_json}}}]}}'.encode()
-
-
-# (id, path, body bytes, status, param the error must name or None)
-CASES = [
-    ("truncated-json", CHAT, b'{"model": "x", "messages": [', 400, None),
-    ("not-json", CHAT, b"hello", 400, None),
-    ("json-array", CHAT, b"[]", 400, None),
-    ("json-null", CHAT, b"null", 400, None),
-    ("json-string", CHAT, b'"hi"', 400, None),
-    ("empty-body", CHAT, b"", 400, None),
-    ("messages-string", CHAT, chat(messages="hi"), 400, "messages"),
-    ("messages-empty", CHAT, chat(messages=[]), 400, "messages"),
-    ("message-no-role", CHAT, chat(messages=[{"content": "hi"}]), 400, "messages.0.role"),
-    ("message-bad-role", CHAT, chat(messages=[{"role": "wizard", "content": "x"}]), 400, None),
-    ("content-number", CHAT, chat(messages=[{"role": "user", "content": 5}]), 400, None),
-    ("max-tokens-string", CHAT, chat(max_tokens="ten"), 400, "max_tokens"),
-    ("max-tokens-negative", CHAT, chat(max_tokens=-1), 400, "max_tokens"),
-    ("max-tokens-zero", CHAT, chat(max_tokens=0), 400, "max_tokens"),
-    ("max-tokens-huge", CHAT, chat(max_tokens=10**30), 400, "max_tokens"),
-    ("max-tokens-float", CHAT, chat(max_tokens=1.5), 400, "max_tokens"),
-    ("temperature-string", CHAT, chat(temperature="hot"), 400, "temperature"),
-    ("temperature-nan", CHAT, chat(temperature=float("nan")), 400, "temperature"),
-    ("stream-list", CHAT, chat(stream=[]), 400, "stream"),
-    ("repetition-penalty-tiny", CHAT, chat(repetition_penalty=1e-100), 400, "repetition_penalty"),
-    ("n-over-worker-limit", CHAT, chat(n=WORKER_LIMIT + 1), 400, "n"),
-    ("n-huge", CHAT, chat(n=10**6), 400, "n"),
-    ("stop-empty-string", CHAT, chat(stop=[""]), 400, "stop"),
-    ("model-missing", CHAT, b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "model"),
-    ("model-empty", CHAT, chat(model=""), 400, "model"),
-    ("model-object", CHAT, chat(model={"a": 1}), 400, "model"),
-    ("lone-high-surrogate", CHAT, raw_chat('"\\ud800 hi"'), 400, "messages.0.content"),
-    ("lone-low-surrogate", CHAT, raw_chat('"x\\udfff"'), 400, "messages.0.content"),
-    (
-        "surrogate-in-part",
-        CHAT,
-        raw_chat('[{"type": "text", "text": "\\ud83d"}]'),
-        400,
-        "messages.0.content.0.text",
-    ),
-    ("image-part", CHAT, raw_chat('[{"type": "image_url", "image_url": "x"}]'), 400, None),
-    (
-        "invalid-utf8",
-        CHAT,
-        b'{"model": "x", "messages": [{"role": "user", "content": "\xff"}]}',
-        400,
-        None,
-    ),
-    (
-        "prompt-surrogate",
-        COMPLETIONS,
-        b'{"model": "%s", "prompt": "\\udc00", "max_tokens": 2}' % MODEL.encode(),
-        400,
-        "prompt",
-    ),
-    (
-        "prompt-empty-list",
-        COMPLETIONS,
-        json.dumps({"model": MODEL, "prompt": []}).encode(),
-        400,
-        None,
-    ),
-    (
-        "prompt-empty-ids",
-        COMPLETIONS,
-        json.dumps({"model": MODEL, "prompt": [[]]}).encode(),
-        400,
-        None,
-    ),
-    (
-        "prompt-bad-token-id",
-        COMPLETIONS,
-        json.dumps({"model": MODEL, "prompt": [1, -5]}).encode(),
-        400,
-        "prompt",
-    ),
-    (
-        "prompt-token-id-huge",
-        COMPLETIONS,
-        json.dumps({"model": MODEL, "prompt": [10**12]}).encode(),
-        400,
-        "prompt",
-    ),
-    ("unknown-model", CHAT, chat(model="no-such-model"), 404, "model"),
-]
+    return bad_input.chat(MODEL, **fields)
 
 
 @pytest.fixture(params=["worker", "gateway"])
@@ -127,17 +37,8 @@ def target(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
 
 
 def assert_openai_error(r: httpx.Response, status: int, param: str | None) -> None:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == ERROR_KEYS, body
-    assert body["error"]["message"]
-    assert body["error"]["type"] == (
-        "not_found_error" if status == 404 else "invalid_request_error"
-    )
-    if param is not None:
-        assert (body["error"]["param"] or "").startswith(param), body
+    wrong = bad_input.problem(r, status, param)
+    assert wrong is None, wrong
 
 
 @pytest.mark.parametrize(
