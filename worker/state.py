@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from kubechat.aio import in_own_thread
 from kubechat.discovery.heartbeat import Heartbeat
 from kubechat.discovery.records import WorkerRecord
 
@@ -114,7 +115,7 @@ class WorkerState:
     async def load(self) -> None:
         """Load the model off the event loop, then start its engine."""
         try:
-            runtime = await asyncio.to_thread(self._load)
+            runtime = await in_own_thread(self._load, name="model-load")
             await runtime.engine.start()
         except Exception as exc:
             self.load_error = str(exc) or type(exc).__name__
