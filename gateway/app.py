@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,7 +24,7 @@ from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
 
-from .auth import KeyChecker
+from .auth import KeyChecker, KeyGuard, missing_key
 from .metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,9 @@ def create_app(
         return JSONResponse(err.body(), status_code=500)
 
     def authenticate(request: Request) -> None:
-        """Dependency of every endpoint but health (and metrics unless protected)."""
+        """For /metrics when protected (the /v1/ endpoints are guarded by KeyGuard)."""
         if not keys.allows({k.lower(): v for k, v in request.headers.items()}):
-            raise OpenAIError(
-                401,
-                "missing or invalid API key: send 'Authorization: Bearer KEY'",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise missing_key()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -137,7 +132,6 @@ def create_app(
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         """The union of live workers' models."""
-        authenticate(request)
         created = int(time.time())
         return {
             "object": "list",
@@ -147,12 +141,12 @@ def create_app(
             ],
         }
 
-    @app.post("/v1/chat/completions", response_model=None, dependencies=[Depends(authenticate)])
+    @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI chat completions, routed to a live worker serving ``model``."""
         return await proxy(request, body.model, body.stream)
 
-    @app.post("/v1/completions", response_model=None, dependencies=[Depends(authenticate)])
+    @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """OpenAI completions, routed to a live worker serving ``model``."""
         return await proxy(request, body.model, body.stream)
@@ -200,6 +194,12 @@ def create_app(
             media_type=result.headers.get("content-type", "text/event-stream"),
         )
 
+    def rejected(path: str) -> None:
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is not None:
+            metrics.requests.labels("-", endpoint, "401").inc()
+
+    app.add_middleware(KeyGuard, checker=keys, on_reject=rejected)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(HeaderLimit, limit=config.max_header_bytes)
     if config.cors_origins:

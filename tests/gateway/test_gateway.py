@@ -179,6 +179,20 @@ def test_metrics_can_require_a_key(tmp_path: Path) -> None:
         assert r.status_code == 200
 
 
+def test_a_request_without_a_key_is_refused_before_routing_and_counted(tmp_path: Path) -> None:
+    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(api_keys=["k1"])) as url:
+        r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "invalid_api_key"
+        # refused before its body is validated: a malformed body without a key is a 401, not 422
+        assert httpx.post(f"{url}/v1/completions", content=b"{").status_code == 401
+        text = httpx.get(f"{url}/metrics").text
+        assert hits("a") == 0
+    counted = 'kubechat_gateway_requests_total{code="401",endpoint="%s",model="-"} 1.0'
+    assert counted % "chat" in text
+    assert counted % "completions" in text
+
+
 def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
     with gateway(tmp_path, {"w1": "endless"}) as url:
         with httpx.stream(
