@@ -509,13 +509,17 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
                 info["marked"] = await time_until_draining(
                     stack, victim.name, stack.config.lease_duration + 5
                 )
-                with contextlib.suppress(httpx.HTTPError):
+                try:
                     r = await direct.post(
                         victim.url + "/v1/chat/completions", json=chat_body(1) | {"stream": False}
                     )
-                    info["refused"] = r.status_code
-                    info["refused_code"] = (r.json().get("error") or {}).get("code")
-                    info["retry_after"] = r.headers.get("retry-after")
+                except httpx.HTTPError as exc:
+                    info["refused"] = f"{type(exc).__name__}({exc}) after"
+                    info["refused_code"] = round(time.monotonic() - t0, 2)
+                    return
+                info["refused"] = r.status_code
+                info["refused_code"] = (r.json().get("error") or {}).get("code")
+                info["retry_after"] = r.headers.get("retry-after")
 
             info["left"], _ = await asyncio.gather(
                 time_until_unroutable(stack, len(stack.workers), stack.config.lease_duration + 5),
