@@ -53,6 +53,26 @@ def invalid_spec_status(message: str, generation: int | None, previous: dict) ->
     }
 
 
+def worker_line(pod: ObservedPod, lease: WorkerRecord | None, now: float) -> dict[str, Any]:
+    """One ``status.workers[]`` entry. A pod that has not written its Lease yet has no
+    ``lastHeartbeat`` (a date-time field: the API server refuses an empty string there, and
+    with it the whole status patch) and a heartbeat age of -1."""
+    line: dict[str, Any] = {
+        "pod": pod.name,
+        "address": lease.address if lease else "",
+        "ready": pod.ready,
+        "heartbeatAgeSeconds": round(lease.age(now), 1) if lease else -1,
+        "load": {
+            "inFlight": lease.in_flight if lease else 0,
+            "queued": lease.queued if lease else 0,
+            "capacity": lease.capacity if lease else 0,
+        },
+    }
+    if lease is not None:
+        line["lastHeartbeat"] = _time_text(lease.renew_time)
+    return line
+
+
 def build_status(
     name: str,
     replicas: int,
@@ -76,21 +96,7 @@ def build_status(
     ]
     workers = []
     for p in sorted(alive, key=lambda p: p.name):
-        lease = leases.get(p.name)
-        workers.append(
-            {
-                "pod": p.name,
-                "address": lease.address if lease else "",
-                "ready": p.ready,
-                "lastHeartbeat": _time_text(lease.renew_time) if lease else "",
-                "heartbeatAgeSeconds": round(lease.age(now), 1) if lease else -1,
-                "load": {
-                    "inFlight": lease.in_flight if lease else 0,
-                    "queued": lease.queued if lease else 0,
-                    "capacity": lease.capacity if lease else 0,
-                },
-            }
-        )
+        workers.append(worker_line(p, leases.get(p.name), now))
     rolling = any(p.template_hash != template_hash for p in alive)
     settled = len(updated) == replicas and len(ready) == replicas and not rolling
     if failed_loads:

@@ -3,7 +3,9 @@ prune fields the schema does not declare, apply ``default`` values, and validate
 
 Pruning keeps whatever sits under ``x-kubernetes-preserve-unknown-fields: true`` and the values
 of ``additionalProperties`` maps. Validation uses jsonschema (Draft 4, the OpenAPI 3.0 base) with
-``nullable`` honoured; CEL rules (``x-kubernetes-validations``) and formats are not checked.
+``nullable`` honoured and string formats checked as the API server checks them (``date-time``
+needs a non-empty RFC 3339 time: ``lastHeartbeat: ""`` is refused with the whole write); CEL
+rules (``x-kubernetes-validations``) are not checked.
 """
 
 from __future__ import annotations
@@ -70,9 +72,23 @@ def validation_errors(value: Any, schema: dict[str, Any] | None) -> list[str]:
     return [f"{_path(error.absolute_path)}: {error.message}" for error in errors]
 
 
+def format_checker() -> jsonschema.FormatChecker:
+    """jsonschema's checker of Draft 4 formats; fails when it cannot check ``date-time``.
+
+    jsonschema checks ``date-time`` only when ``rfc3339-validator`` is installed and otherwise
+    passes every string silently, which would let a status the API server refuses through.
+    """
+    checker = jsonschema.Draft4Validator.FORMAT_CHECKER
+    if "date-time" not in checker.checkers:
+        raise RuntimeError("jsonschema cannot check date-time: pip install rfc3339-validator")
+    return checker
+
+
 @functools.lru_cache(maxsize=64)
 def _validator(schema_text: str) -> jsonschema.Draft4Validator:
-    return jsonschema.Draft4Validator(_nullable(json.loads(schema_text)))
+    return jsonschema.Draft4Validator(
+        _nullable(json.loads(schema_text)), format_checker=format_checker()
+    )
 
 
 def _nullable(schema: Any) -> Any:
