@@ -337,7 +337,7 @@ class BatchingEngine(Engine):
                     self._step()
             except Exception as exc:  # reported to the requests in the batch; the loop goes on
                 log.exception("batched generation failed")
-                self._fail_all(exc)
+                self._fail_batch(exc)
             self._outbox.flush()
             self._in_batch = len(self._running) + (len(self._cohort.seqs) if self._cohort else 0)
 
@@ -409,16 +409,24 @@ class BatchingEngine(Engine):
         start = cohort.done_columns
         end = min(width, start + max(1, self._chunk_tokens // rows))
         mask = cohort.mask[:, :end]
-        out = self._model(
-            input_ids=cohort.ids[:, start:end],
-            attention_mask=mask,
-            position_ids=positions(mask, end - start),
-            use_cache=True,
-            logits_to_keep=1,
-            **{self._cache_arg: cohort.cache},
-        )
-        cohort.cache = check_cache(_output_cache(out))
-        use_growing_layers(cohort.cache)
+        try:
+            out = self._model(
+                input_ids=cohort.ids[:, start:end],
+                attention_mask=mask,
+                position_ids=positions(mask, end - start),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_arg: cohort.cache},
+            )
+            cohort.cache = check_cache(_output_cache(out))
+            use_growing_layers(cohort.cache)
+        except Exception as exc:
+            # the newcomers' own cache is the only state touched: they fail, the running
+            # batch decodes on (a prompt too long for the memory left must not end every stream)
+            log.exception("prefill of %d newcomer(s) failed", rows)
+            self._cohort = None
+            self._fail(cohort.seqs, exc)
+            return
         cohort.done_columns = end
         if end < width:
             return
@@ -480,9 +488,18 @@ class BatchingEngine(Engine):
         self._outbox.put(seq, Step(token, "length" if last else None))
         return not last
 
-    def _fail_all(self, exc: BaseException) -> None:
-        seqs = self._running + self._waiting + (self._cohort.seqs if self._cohort else [])
+    def _fail(self, seqs: list[_Seq], exc: BaseException) -> None:
         for seq in seqs:
             self._outbox.put(seq, exc)
-        self._running, self._waiting, self._cohort = [], [], None
+
+    def _fail_batch(self, exc: BaseException) -> None:
+        """A step failed: the sequences in the batch end with the error (their cache may be
+        half-written); those still waiting for a slot are untouched and start next."""
+        self._fail(self._running + (self._cohort.seqs if self._cohort else []), exc)
+        self._running, self._cohort = [], None
         self._cache = self._mask = self._last = None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._fail_batch(exc)
+        self._fail(self._waiting, exc)
+        self._waiting = []

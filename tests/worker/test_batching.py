@@ -254,3 +254,52 @@ def test_a_burst_of_newcomers_is_prefilled_a_group_at_a_time() -> None:
     # whatever the lengths, at least one goes (a long prompt alone is cut into columns)
     assert prefill_group([1000, 5], 256) == 1
     assert prefill_group([5, 5], 256) == 2
+
+
+POISON = 999  # a token id this test checkpoint refuses to prefill
+
+
+class RefusesOneTokenLlama(LlamaForCausalLM):
+    """A checkpoint whose forward fails on one token id (like a prompt too long for the memory
+    left: the forward raises for that newcomer only)."""
+
+    def forward(self, input_ids=None, **kwargs):
+        if input_ids is not None and bool((input_ids == POISON).any()):
+            raise RuntimeError("out of memory while prefilling")
+        return super().forward(input_ids=input_ids, **kwargs)
+
+
+async def test_a_failing_prefill_ends_only_its_own_request(llama) -> None:
+    model = RefusesOneTokenLlama(llama.config).eval()
+    model.load_state_dict(llama.state_dict())
+    e = BatchingEngine(model, "cpu", capacity=8)
+    await e.start()
+    try:
+        assert e.path == "batching"
+        jobs = [(p, 40) for p, _ in workload(4)]
+        first_tokens = asyncio.Event()
+
+        async def running(prompt: list[int], n: int) -> list[int]:
+            tokens = []
+            async for step in e.generate(GenerationRequest(prompt, n, GREEDY)):
+                if step.token_id is not None:
+                    tokens.append(step.token_id)
+                    if len(tokens) == 3:
+                        first_tokens.set()
+            return tokens
+
+        async def poisoned() -> str:
+            await first_tokens.wait()  # joins while the others decode
+            with pytest.raises(Exception) as failure:
+                await collect(e, GenerationRequest([1, 5, POISON, 6], 8, GREEDY))
+            return str(failure.value)
+
+        *results, message = await asyncio.gather(*(running(p, n) for p, n in jobs), poisoned())
+        assert "out of memory while prefilling" in message
+        assert results == [reference(llama, p, n) for p, n in jobs]
+        # the engine serves on
+        assert await collect(e, GenerationRequest(*jobs[0][:1], 5, GREEDY)) == reference(
+            llama, jobs[0][0], 5
+        )
+    finally:
+        await e.stop()
