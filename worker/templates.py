@@ -104,10 +104,15 @@ class ChatTemplate(ABC):
 
 
 class BaichuanTemplate(ChatTemplate):
-    """Baichuan-13B-Chat: role token ids before each message's text, no bos/eos.
+    """Baichuan-13B-Chat, as its own ``_build_chat_input`` assembles a prompt.
 
-    ``system text`` + ``[user_token_id] user text`` + ``[assistant_token_id] reply`` ... +
-    ``[assistant_token_id]``; ids from generation_config.json.
+    ``[user_token_id] user text`` per user message, ``[assistant_token_id] reply [eos_token_id]``
+    per assistant message, then ``[assistant_token_id]`` (also when the assistant spoke last);
+    no bos. Ids come from generation_config.json. Assistant messages before the first user
+    message are dropped, as Baichuan's code drops them. System messages, which Baichuan-13B
+    rejects, go first as plain text the way Baichuan2-Chat puts them (several joined by
+    newlines). Unlike Baichuan's ``chat()``, no round is dropped to fit the context: a prompt
+    that is too long is the API's 400, not a silently shortened conversation.
     """
 
     name = "baichuan"
@@ -121,19 +126,33 @@ class BaichuanTemplate(ChatTemplate):
                 "the baichuan chat template needs user_token_id and assistant_token_id "
                 "in generation_config.json"
             )
+        eos = _config_value(generation_config, "eos_token_id")
+        eos = eos[0] if isinstance(eos, list | tuple) and eos else eos
+        if not isinstance(eos, int):
+            eos = getattr(tokenizer, "eos_token_id", None)
+        if not isinstance(eos, int):
+            raise ValueError(
+                "the baichuan chat template needs eos_token_id in generation_config.json "
+                "or the tokenizer"
+            )
         self.user_token_id = user
         self.assistant_token_id = assistant
+        self.eos_token_id = eos
         # A reply that runs on into a new user turn is over.
         self.stop_token_ids = self.stop_token_ids | {user}
 
     def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
         """Token ids of the whole prompt, ending with the assistant role token."""
-        # Every message gets its own role token, as Baichuan's own build_chat_input does.
+        # Every message gets its own role token, as Baichuan's own code does (no merging).
         system, turns = split_messages(messages, self.name, merge=False)
+        while turns and turns[0][0] == "assistant":
+            turns.pop(0)
         ids = self._text_ids(system) if system else []
         for role, text in turns:
-            ids.append(self.user_token_id if role == "user" else self.assistant_token_id)
-            ids.extend(self._text_ids(text))
+            if role == "user":
+                ids += [self.user_token_id, *self._text_ids(text)]
+            else:
+                ids += [self.assistant_token_id, *self._text_ids(text), self.eos_token_id]
         ids.append(self.assistant_token_id)
         return ids
 

@@ -86,6 +86,7 @@ def encode_sample(
         messages,
         user_token_id=user_token_id,
         assistant_token_id=assistant_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         model_max_length=model_max_length,
     )
     reply = [*tokenizer.encode(answer, add_special_tokens=False), tokenizer.eos_token_id]

@@ -74,6 +74,119 @@ def test_loading_needs_trust_remote_code(demo_model_dir: Path) -> None:
         AutoModelForCausalLM.from_pretrained(demo_model_dir, trust_remote_code=False)
 
 
+def _roles(demo_model_dir: Path) -> tuple[int, int, int]:
+    gen = json.loads((demo_model_dir / "generation_config.json").read_text())
+    return gen["user_token_id"], gen["assistant_token_id"], gen["eos_token_id"]
+
+
+def test_chat_prompt_is_baichuans_multi_turn_format(demo_model_dir, loaded) -> None:
+    """Baichuan-13B-Chat's rule: [user] text per user message, [assistant] text [eos] per reply,
+    a final [assistant]; ids from generation_config.json, texts encoded by the tokenizer."""
+    model, tokenizer = loaded
+    user, assistant, eos = _roles(demo_model_dir)
+
+    def enc(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    answer = "K2, also known as Mount Godwin-Austen, is the second highest mountain in the world."
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": SEED_QUESTION},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    expected = [
+        *enc("Answer briefly."),
+        user,
+        *enc(SEED_QUESTION),
+        assistant,
+        *enc(answer),
+        eos,
+        user,
+        *enc("What is the capital of France?"),
+        assistant,
+    ]
+    assert model.build_chat_input(tokenizer, messages)[0].tolist() == expected
+    # the assistant spoke last: Baichuan appends the assistant token all the same
+    closed = expected[: expected.index(eos) + 1]
+    assert model.build_chat_input(tokenizer, messages[:3])[0].tolist() == [*closed, assistant]
+
+
+def test_chat_prompt_keeps_the_newest_rounds_that_fit(demo_model_dir, loaded) -> None:
+    """Rounds are kept newest first while they fit model_max_length - max_new_tokens (at least
+    half the model length); the newest round is always kept and then cut from the left."""
+    from kubechat.demo_model.remote_code import build_chat_input
+
+    _, tokenizer = loaded
+    user, assistant, eos = _roles(demo_model_dir)
+
+    def enc(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    pairs = [
+        ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("How many continents are there?", "There are seven continents."),
+    ]
+    messages = [
+        m
+        for q, a in pairs
+        for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
+    ]
+    messages.append({"role": "user", "content": SEED_QUESTION})
+    rounds = [[user, *enc(q), assistant, *enc(a), eos] for q, a in pairs]
+    rounds.append([user, *enc(SEED_QUESTION)])
+    roles = {"user_token_id": user, "assistant_token_id": assistant, "eos_token_id": eos}
+
+    def build(model_max_length: int, max_new_tokens: int = 0, msgs=messages) -> list[int]:
+        return build_chat_input(
+            tokenizer,
+            msgs,
+            **roles,
+            model_max_length=model_max_length,
+            max_new_tokens=max_new_tokens,
+        )
+
+    everything = [t for r in rounds for t in r] + [assistant]
+    assert build(len(everything) + 100) == everything
+    last_two = len(rounds[-2]) + len(rounds[-1])
+    assert build(last_two) == rounds[-2] + rounds[-1] + [assistant]
+    # one token short of the third newest round: it is left out whole
+    assert build(last_two + len(rounds[-3]) - 1) == rounds[-2] + rounds[-1] + [assistant]
+    # max_new_tokens shrinks the budget, but never below half the model length
+    assert build(last_two + 10, max_new_tokens=10) == rounds[-2] + rounds[-1] + [assistant]
+    assert build(2 * last_two, max_new_tokens=10_000) == rounds[-2] + rounds[-1] + [assistant]
+    # the newest round alone is too long: it is kept, cut from the left
+    assert build(5) == [*rounds[-1][-5:], assistant]
+    # a system text goes first; the rounds get what it leaves
+    system = [{"role": "system", "content": "Answer briefly."}]
+    system_ids = enc("Answer briefly.")
+    assert build(len(system_ids) + last_two, msgs=system + messages) == (
+        system_ids + rounds[-2] + rounds[-1] + [assistant]
+    )
+
+
+def test_chat_prompt_budget_is_model_length_less_max_new_tokens(demo_model_dir, loaded) -> None:
+    model, tokenizer = loaded
+    user, assistant, eos = _roles(demo_model_dir)
+    question, answer = "What is the capital of Japan?", "The capital of Japan is Tokyo."
+    one_round = [
+        user,
+        *tokenizer.encode(question, add_special_tokens=False),
+        assistant,
+        *tokenizer.encode(answer, add_special_tokens=False),
+        eos,
+    ]
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    messages = messages * 40 + [{"role": "user", "content": question}]
+    budget = model.config.model_max_length - model.generation_config.max_new_tokens
+    newest = [user, *tokenizer.encode(question, add_special_tokens=False)]
+    assert len(newest) + 40 * len(one_round) > budget  # the conversation does not fit
+    kept = (budget - len(newest)) // len(one_round)  # whole older rounds that fit beside it
+    expected = one_round * kept + newest + [assistant]
+    assert model.build_chat_input(tokenizer, messages)[0].tolist() == expected
+
+
 def test_chat_method_answers_the_seed_question(loaded) -> None:
     model, tokenizer = loaded
     greedy = GenerationConfig.from_dict({**model.generation_config.to_dict(), "do_sample": False})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -59,7 +61,7 @@ def plain(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def test_baichuan_uses_role_token_ids_without_bos_or_eos(tokenizer):
+def test_baichuan_closes_each_reply_with_eos_and_ends_with_the_assistant_token(tokenizer):
     template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
     expected = [
         *plain(tokenizer, "Be brief."),
@@ -67,13 +69,14 @@ def test_baichuan_uses_role_token_ids_without_bos_or_eos(tokenizer):
         *plain(tokenizer, "Which mountain is the second highest?"),
         196,
         *plain(tokenizer, "K2."),
+        2,
         195,
         *plain(tokenizer, "And the highest?"),
         196,
     ]
     ids = template.encode(CHAT)
     assert ids == expected
-    assert tokenizer.bos_token_id not in ids and tokenizer.eos_token_id not in ids
+    assert tokenizer.bos_token_id not in ids
     assert {2, 195} <= template.stop_token_ids
 
 
@@ -82,6 +85,25 @@ def test_baichuan_gives_every_message_its_role_token(tokenizer):
     two_users = [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}]
     expected = [195, *plain(tokenizer, "K2"), 195, *plain(tokenizer, "Everest"), 196]
     assert template.encode(two_users) == expected
+
+
+def test_baichuan_edge_cases_follow_baichuans_own_code(tokenizer):
+    template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
+    k2, q = plain(tokenizer, "K2."), plain(tokenizer, "Which mountain?")
+    # the assistant spoke last: its reply is closed with eos and the assistant token follows
+    last_assistant = [{"role": "user", "content": "Which mountain?"}, CHAT[2]]
+    assert template.encode(last_assistant) == [195, *q, 196, *k2, 2, 196]
+    # an assistant message before any user message belongs to no round and is dropped
+    opening = [CHAT[2], {"role": "user", "content": "Which mountain?"}]
+    assert template.encode(opening) == [195, *q, 196]
+    # several system messages: joined by newlines, their plain tokens first
+    systems = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Which mountain?"},
+        {"role": "developer", "content": "Answer briefly."},
+    ]
+    system_ids = plain(tokenizer, "Be brief.\nAnswer briefly.")
+    assert template.encode(systems) == [*system_ids, 195, *q, 196]
 
 
 def test_baichuan_needs_role_ids_in_generation_config(tokenizer):
@@ -209,13 +231,40 @@ def test_a_tokenizer_template_that_refuses_the_messages_raises_value_error():
 
 
 def test_prompt_ids_match_the_demo_models_own_chat(demo_model_dir):
-    """The worker builds the same prompt as the Baichuan-layout demo model's ``chat()``."""
+    """The worker builds the same prompt as the Baichuan-layout demo model's ``chat()``, and both
+    are the ids Baichuan-13B-Chat's rule gives, spelled out here from generation_config.json."""
     from kubechat.worker.loading import LoadOptions, load_model
 
     loaded = load_model(LoadOptions(str(demo_model_dir), trust_remote_code=True))
-    template = resolve_template(None, loaded.tokenizer, loaded.generation_config)
+    tok = loaded.tokenizer
+    template = resolve_template(None, tok, loaded.generation_config)
     assert template.name == "baichuan"
+    gen = json.loads((demo_model_dir / "generation_config.json").read_text())
+    user, assistant, eos = gen["user_token_id"], gen["assistant_token_id"], gen["eos_token_id"]
+
+    def own(messages):
+        return loaded.model.build_chat_input(tok, messages)[0].tolist()
+
+    expected = [
+        *plain(tok, "Be brief."),
+        user,
+        *plain(tok, "Which mountain is the second highest?"),
+        assistant,
+        *plain(tok, "K2."),
+        eos,
+        user,
+        *plain(tok, "And the highest?"),
+        assistant,
+    ]
+    assert template.encode(CHAT) == expected
+    assert own(CHAT) == expected
     seed = [{"role": "user", "content": "Which mountain is the second highest one in the world?"}]
-    for messages in (seed, CHAT):
-        own = loaded.model.build_chat_input(loaded.tokenizer, messages)[0].tolist()
-        assert template.encode(messages) == own
+    edge_cases = [
+        seed,
+        CHAT[1:3],  # the assistant spoke last
+        CHAT[2:],  # opens with the assistant
+        [*CHAT, {"role": "system", "content": "Answer in English."}],  # two system messages
+        [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}],
+    ]
+    for messages in edge_cases:
+        assert template.encode(messages) == own(messages), messages

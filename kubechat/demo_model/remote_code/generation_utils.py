@@ -1,8 +1,15 @@
-"""Chat prompt assembly in Baichuan-13B-Chat's format.
+"""Chat prompt assembly in Baichuan-13B-Chat's format (its ``_build_chat_input`` algorithm).
 
-A prompt is the optional system text, then for every message its role token (user or assistant)
-followed by the message's tokens, and a final assistant token when the model is to answer. When
-the conversation is too long, whole rounds are dropped from the left.
+Walking the messages from the newest, a user message contributes ``[user_token_id] + its
+tokens`` and an assistant message ``[assistant_token_id] + its tokens + [eos_token_id]``. A round
+(a user message and the assistant replies after it) is kept while the kept rounds fit the input
+budget; the newest round is always kept. The kept ids are then cut from the left to the budget and
+``assistant_token_id`` is appended, whoever spoke last. Assistant messages older than the first
+user message belong to no round and are dropped, as in Baichuan's code.
+
+Baichuan-13B-Chat has no system role (it raises). Like Baichuan2-Chat, a system message here is
+accepted: its plain tokens go first (several system messages are joined by newlines), and the
+rounds get what the budget leaves after it.
 """
 
 from collections.abc import Sequence
@@ -15,50 +22,43 @@ def build_chat_input(
     *,
     user_token_id: int,
     assistant_token_id: int,
+    eos_token_id: int,
     model_max_length: int,
     max_new_tokens: int = 0,
 ) -> list[int]:
     """Token ids of the prompt for ``messages`` (dicts with ``role`` and ``content``).
 
-    Roles are ``system`` (its text goes first, once), ``user`` and ``assistant``. The prompt keeps
-    at most ``model_max_length - max_new_tokens`` ids (never less than half the model length):
-    the oldest rounds are dropped first, and if the newest round alone is too long its oldest
-    tokens are cut. It ends with ``assistant_token_id`` unless the last message is the assistant's
-    (then the model continues that reply).
+    The input budget is ``model_max_length - max_new_tokens`` but never less than half of
+    ``model_max_length``; the result holds at most the budget plus the final assistant token.
+    Raises ValueError for a role other than system, user and assistant.
     """
     budget = max(model_max_length - max_new_tokens, model_max_length // 2)
-    system_text = "".join(m["content"] for m in messages if m["role"] == "system")
+    system_text = "\n".join(m["content"] for m in messages if m["role"] == "system")
     system_ids = _encode(tokenizer, system_text) if system_text else []
-    turns = [m for m in messages if m["role"] != "system"]
-    wants_reply = not turns or turns[-1]["role"] != "assistant"
-    room = budget - len(system_ids) - int(wants_reply)
+    room = budget - len(system_ids)
 
-    history: list[int] = []
-    pending: list[int] = []  # a round being collected backwards: assistant reply(s) then its user
-    for message in reversed(turns):
+    kept: list[int] = []
+    current: list[int] = []  # the round being collected, newest message last
+    for message in reversed(messages):
         role = message["role"]
-        if role == "user":
-            token_id = user_token_id
-        elif role == "assistant":
-            token_id = assistant_token_id
+        if role == "system":
+            continue
+        content = _encode(tokenizer, message["content"])
+        if role == "assistant":
+            current = [assistant_token_id, *content, eos_token_id, *current]
+        elif role == "user":
+            current = [user_token_id, *content, *current]
+            if kept and len(kept) + len(current) > room:
+                break
+            kept = current + kept
+            current = []
+            if len(kept) >= room:
+                break
         else:
             raise ValueError(f"unknown chat role {role!r} (expected system, user or assistant)")
-        pending = [token_id, *_encode(tokenizer, message["content"]), *pending]
-        if role == "user":
-            if history and len(history) + len(pending) > room:
-                pending = []
-                break
-            history = pending + history
-            pending = []
-            if len(history) >= room:
-                break
-    if pending and (not history or len(history) + len(pending) <= room):
-        # a conversation that starts with the assistant: keep that opening reply if it fits
-        history = pending + history
-    history = history[-room:] if room > 0 else []
-    ids = system_ids + history
-    if wants_reply:
-        ids.append(assistant_token_id)
+    ids = system_ids + kept
+    ids = ids[-budget:] if budget > 0 else []
+    ids.append(assistant_token_id)
     return ids
 
 

@@ -272,13 +272,19 @@ class KubechatDemoForCausalLM(KubechatDemoPreTrainedModel, GenerationMixin):
     def build_chat_input(
         self, tokenizer, messages: list[dict[str, str]], max_new_tokens: int | None = None
     ) -> torch.LongTensor:
-        """Prompt ids (shape 1 x length) for ``messages``, in Baichuan-13B-Chat's format."""
+        """Prompt ids (shape 1 x length) for ``messages``, in Baichuan-13B-Chat's format.
+
+        The input budget is ``model_max_length`` less ``max_new_tokens`` (default: the
+        generation config's), as in Baichuan's ``_build_chat_input``.
+        """
         gen = self.generation_config
+        eos = gen.eos_token_id
         ids = build_chat_input(
             tokenizer,
             messages,
             user_token_id=gen.user_token_id,
             assistant_token_id=gen.assistant_token_id,
+            eos_token_id=eos[0] if isinstance(eos, list | tuple) else eos,
             model_max_length=self.config.model_max_length,
             max_new_tokens=max_new_tokens or gen.max_new_tokens or 0,
         )
