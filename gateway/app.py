@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,6 +26,7 @@ from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
 
 from .auth import KeyChecker, KeyGuard, missing_key
 from .metrics import GatewayMetrics
+from .relay import RelayResponse
 
 log = logging.getLogger(__name__)
 
@@ -179,20 +180,10 @@ def create_app(
             return Response(result.body, status_code=result.status, headers=result.headers)
         metrics.ttft.labels(model).observe(time.perf_counter() - started)
 
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in result.chunks:
-                    yield chunk
-            finally:
-                metrics.duration.labels(model).observe(time.perf_counter() - started)
+        def ended() -> None:
+            metrics.duration.labels(model).observe(time.perf_counter() - started)
 
-        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-type"}
-        return StreamingResponse(
-            relay(),
-            status_code=result.status,
-            headers=headers,
-            media_type=result.headers.get("content-type", "text/event-stream"),
-        )
+        return RelayResponse(result, ended)
 
     def rejected(path: str) -> None:
         endpoint = ENDPOINTS.get(path)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,15 +69,6 @@ class Buffered:
     status: int
     body: bytes
     headers: dict[str, str]
-
-
-@dataclass
-class Streaming:
-    """An upstream stream whose first chunk has arrived; ``chunks`` yields it and the rest."""
-
-    status: int
-    headers: dict[str, str]
-    chunks: AsyncIterator[bytes]
 
 
 PickWorker = Callable[[frozenset[str]], WorkerRecord | None]
@@ -153,7 +144,9 @@ class Upstream:
         """Send to the best worker, retrying elsewhere on failure before the first byte.
 
         ``pick(excluded_names)`` chooses a worker; ``track(worker)`` counts it in flight and
-        returns the function that stops counting.
+        returns the function that stops counting. The count ends when a complete answer has been
+        read, when a returned ``Streaming`` ends or is closed, and on every failure, cancellation
+        included.
         """
         deadline = time.monotonic() + self.policy.deadline
         tried: set[str] = set()
@@ -166,11 +159,11 @@ class Upstream:
             if attempt:
                 self.observer.retried(model, last_reason)
             tried.add(worker.name)
-            done = track(worker)
+            release = _once(track(worker))
             try:
-                result = await self._attempt(worker, path, body, headers, stream, model, done)
+                result = await self._attempt(worker, path, body, headers, stream, model, release)
             except TRANSPORT_ERRORS as exc:
-                done()
+                release()
                 last_reason = _reason(exc)
                 log.warning(
                     "worker %s failed before answering (%s); trying another",
@@ -180,7 +173,13 @@ class Upstream:
                 if time.monotonic() >= deadline:
                     break
                 continue
-            if isinstance(result, Buffered) and result.status in RETRYABLE_STATUS:
+            except BaseException:  # cancelled (the client left, the UI's Stop) or a bug
+                release()
+                raise
+            if isinstance(result, Streaming):
+                return result
+            release()
+            if result.status in RETRYABLE_STATUS:
                 last, last_reason = result, str(result.status)
                 if time.monotonic() >= deadline:
                     break
@@ -206,8 +205,10 @@ class Upstream:
         headers: dict[str, str],
         stream: bool,
         model: str,
-        done: Callable[[], None],
+        release: Callable[[], None],
     ) -> Buffered | Streaming:
+        """One try on ``worker``. A returned Streaming owns ``release``; otherwise the caller
+        releases (the response is closed here on every path)."""
         started = time.perf_counter()
         url = worker.address.rstrip("/") + path
         sending = self._client().post(url, data=body, headers=headers)
@@ -226,43 +227,96 @@ class Upstream:
                 complete = True
             finally:
                 _finish(response, complete)
-                done()
             return Buffered(response.status, data, out_headers)
         try:
             left = max(0.05, self.policy.first_chunk_timeout - (time.monotonic() - t0))
             first = await asyncio.wait_for(response.content.readany(), left)
         except BaseException:
             _finish(response, False)
-            done()
             raise
-        return Streaming(response.status, out_headers, _relay(first, response, done, worker.name))
+        return Streaming(response.status, out_headers, first, response, release, worker.name)
 
 
-async def _relay(
-    first: bytes,
-    response: aiohttp.ClientResponse,
-    done: Callable[[], None],
-    worker: str,
-) -> AsyncIterator[bytes]:
-    """Yield the stream; if the worker dies mid-stream, end with an error event, never hang."""
-    complete = False
-    try:
-        chunk = first
-        while chunk:
-            yield chunk
-            chunk = await response.content.readany()
-        complete = True
-    except TRANSPORT_ERRORS as exc:
-        log.warning("worker %s failed mid-stream: %s", worker, _reason(exc))
-        err = OpenAIError(
-            502,
-            f"the worker serving this stream failed ({_reason(exc)}); the response is incomplete",
-            code="upstream_failed",
-        )
-        yield f"data: {json.dumps(err.body())}\n\ndata: [DONE]\n\n".encode()
-    finally:
-        _finish(response, complete)
-        done()
+class Streaming:
+    """An upstream stream whose first chunk has arrived; ``chunks`` yields it and the rest.
+
+    The stream holds the worker's connection and its in-flight count until it ends: read to the
+    end, failed, or closed with ``aclose()``, which the consumer must call (also as ``async with``)
+    because a stream may be dropped before it was ever read (a client gone before the response
+    started).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        headers: dict[str, str],
+        first: bytes,
+        response: aiohttp.ClientResponse,
+        release: Callable[[], None],
+        worker: str,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._response = response
+        self._release = release
+        self._worker = worker
+        self._ended = False
+        self.chunks: AsyncGenerator[bytes, None] = self._relay(first)
+
+    async def _relay(self, first: bytes) -> AsyncGenerator[bytes, None]:
+        """Yield the stream; if the worker dies mid-stream, end with an error event, never hang."""
+        complete = False
+        try:
+            chunk = first
+            while chunk:
+                yield chunk
+                chunk = await self._response.content.readany()
+            complete = True
+        except TRANSPORT_ERRORS as exc:
+            log.warning("worker %s failed mid-stream: %s", self._worker, _reason(exc))
+            yield _error_event(
+                f"the worker serving this stream failed ({_reason(exc)}); "
+                "the response is incomplete"
+            )
+        finally:
+            self._end(complete)
+
+    def _end(self, complete: bool) -> None:
+        if not self._ended:
+            self._ended = True
+            _finish(self._response, complete)
+            self._release()
+
+    async def aclose(self) -> None:
+        """End the stream now (idempotent): close the worker's connection unless it was read to
+        the end, and stop counting the request."""
+        await self.chunks.aclose()
+        self._end(False)
+
+    async def __aenter__(self) -> Streaming:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _error_event(message: str) -> bytes:
+    """The SSE events that end a broken stream: an OpenAI error object, then ``[DONE]``."""
+    err = OpenAIError(502, message, code="upstream_failed")
+    return f"data: {json.dumps(err.body())}\n\ndata: [DONE]\n\n".encode()
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` callable any number of times, run on the first call only."""
+    called = False
+
+    def once() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            fn()
+
+    return once
 
 
 def _finish(response: aiohttp.ClientResponse, complete: bool) -> None:

@@ -137,30 +137,31 @@ class ChatBackend:
         if isinstance(result, Buffered):
             raise _chat_error(result.status, _error_message(result.body))
         reply.stats.worker = result.headers.get("x-kubechat-worker", "")
-        buffer = b""
-        async for chunk in result.chunks:
-            buffer += chunk
-            while b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
-                for line in event.decode("utf-8", "replace").splitlines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    data = json.loads(line[6:])
-                    if "error" in data:
-                        message = data["error"].get("message", "the worker failed")
-                        raise ChatError(f"The reply broke off: {message}")
-                    if data.get("usage"):
-                        reply.stats.tokens = data["usage"]["completion_tokens"]
-                    for choice in data.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content") or ""
-                        if choice.get("finish_reason"):
-                            reply.stats.finish_reason = choice["finish_reason"]
-                        if piece:
-                            if reply.stats.first_token_s is None:
-                                reply.stats.first_token_s = time.perf_counter() - started
-                            reply.text += piece
-                            reply.stats.total_s = time.perf_counter() - started
-                            yield reply
+        async with result:  # closes the worker connection even if the page stops reading
+            buffer = b""
+            async for chunk in result.chunks:
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    for line in event.decode("utf-8", "replace").splitlines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        data = json.loads(line[6:])
+                        if "error" in data:
+                            message = data["error"].get("message", "the worker failed")
+                            raise ChatError(f"The reply broke off: {message}")
+                        if data.get("usage"):
+                            reply.stats.tokens = data["usage"]["completion_tokens"]
+                        for choice in data.get("choices") or []:
+                            piece = (choice.get("delta") or {}).get("content") or ""
+                            if choice.get("finish_reason"):
+                                reply.stats.finish_reason = choice["finish_reason"]
+                            if piece:
+                                if reply.stats.first_token_s is None:
+                                    reply.stats.first_token_s = time.perf_counter() - started
+                                reply.text += piece
+                                reply.stats.total_s = time.perf_counter() - started
+                                yield reply
         reply.stats.total_s = time.perf_counter() - started
         yield reply
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,67 +11,22 @@ import pytest
 
 from kubechat.discovery.live import LiveView
 from kubechat.discovery.local_store import LocalLeaseStore
-from kubechat.discovery.records import WorkerRecord
 from kubechat.gateway.app import GatewayConfig, create_app
 from kubechat.routing import Router
 from kubechat.upstream import RetryPolicy
 from tests.support.stub_workers import serve, stub_app
 
-BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def record(name: str, url: str, **kw) -> WorkerRecord:
-    return WorkerRecord(
-        name=name,
-        deployment="d",
-        models=("m",),
-        address=url,
-        ready=True,
-        draining=False,
-        in_flight=0,
-        queued=0,
-        capacity=4,
-        renew_time=time.time() + 3600,
-        lease_duration=6.0,
-        **kw,
-    )
-
-
-@contextlib.contextmanager
-def gateway(
-    tmp_path: Path, workers: dict[str, str], config: GatewayConfig | None = None
-) -> Iterator[str]:
-    store = LocalLeaseStore(tmp_path / "leases")
-    for name, behaviour in workers.items():
-        app = stub_app(behaviour, name)
-        stack = contextlib.ExitStack()
-        url = stack.enter_context(serve(app))
-        store.publish(record(name, url))
-        gateway.stacks.append((stack, app, name))
-    view = LiveView(store)
-    app = create_app(view, Router(view), config or GatewayConfig())
-    with serve(app) as url:
-        yield url
-    for stack, _, _ in gateway.stacks:
-        stack.close()
-    gateway.stacks.clear()
-
-
-gateway.stacks = []
-
-
-def hits(name: str) -> int:
-    return next(app.state.hits for _, app, n in gateway.stacks if n == name)
+from .harness import BODY, gateway, record
 
 
 @pytest.mark.parametrize("bad", ["busy", "draining"])
 def test_429_and_503_are_retried_on_another_worker(tmp_path: Path, bad: str) -> None:
-    with gateway(tmp_path, {"a-bad": bad, "b-ok": "ok"}) as url:
+    with gateway(tmp_path, {"a-bad": bad, "b-ok": "ok"}) as gw:
         for _ in range(6):
-            r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+            r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY)
             assert r.status_code == 200
             assert r.json()["choices"][0]["message"]["content"] == "from b-ok"
-        text = httpx.get(f"{url}/metrics").text
+        text = httpx.get(f"{gw.url}/metrics").text
         assert (
             f'kubechat_gateway_retries_total{{model="m",reason="{429 if bad == "busy" else 503}"}}'
             in text
@@ -94,8 +47,8 @@ def test_connection_refused_is_retried(tmp_path: Path) -> None:
 
 
 def test_all_workers_busy_passes_the_429_through(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"a": "busy", "b": "busy"}) as url:
-        r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+    with gateway(tmp_path, {"a": "busy", "b": "busy"}) as gw:
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY)
         assert r.status_code == 429
         assert r.headers["Retry-After"] == "1"
         assert r.json()["error"]["type"] == "rate_limit_error"
@@ -103,11 +56,11 @@ def test_all_workers_busy_passes_the_429_through(tmp_path: Path) -> None:
 
 def test_a_hanging_stream_is_retried_after_the_first_chunk_timeout(tmp_path: Path) -> None:
     config = GatewayConfig(retry=RetryPolicy(attempts=3, deadline=10, first_chunk_timeout=0.5))
-    with gateway(tmp_path, {"a-hang": "hang", "b-ok": "ok"}, config) as url:
+    with gateway(tmp_path, {"a-hang": "hang", "b-ok": "ok"}, config) as gw:
         started = time.monotonic()
         for _ in range(2):
             with httpx.stream(
-                "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+                "POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
             ) as r:
                 text = "".join(r.iter_text())
             assert r.status_code == 200
@@ -116,9 +69,9 @@ def test_a_hanging_stream_is_retried_after_the_first_chunk_timeout(tmp_path: Pat
 
 
 def test_a_stream_that_dies_midway_ends_with_an_error_event(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"only": "die_mid_stream"}) as url:
+    with gateway(tmp_path, {"only": "die_mid_stream"}) as gw:
         with httpx.stream(
-            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+            "POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
         ) as r:
             lines = [line for line in r.iter_lines() if line.startswith("data: ")]
         assert r.status_code == 200
@@ -126,14 +79,14 @@ def test_a_stream_that_dies_midway_ends_with_an_error_event(tmp_path: Path) -> N
         error = json.loads(lines[-2][6:])
         assert error["error"]["code"] == "upstream_failed"
         assert lines[-1] == "data: [DONE]"
-        assert hits("only") == 1  # not retried: the client already had bytes
+        assert gw.hits("only") == 1  # not retried: the client already had bytes
 
 
 def test_streams_are_not_buffered(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"slow": "slow_stream"}) as url:
+    with gateway(tmp_path, {"slow": "slow_stream"}) as gw:
         arrivals = []
         with httpx.stream(
-            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+            "POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
         ) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -144,11 +97,11 @@ def test_streams_are_not_buffered(tmp_path: Path) -> None:
 
 def test_least_in_flight_spreads_concurrent_requests(tmp_path: Path) -> None:
     with (
-        gateway(tmp_path, {"a": "slow_stream", "b": "slow_stream"}) as url,
+        gateway(tmp_path, {"a": "slow_stream", "b": "slow_stream"}) as gw,
         httpx.Client(timeout=10) as client,
     ):
         streams = [
-            client.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True})
+            client.stream("POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True})
             for _ in range(4)
         ]
         opened = [s.__enter__() for s in streams]
@@ -159,54 +112,53 @@ def test_least_in_flight_spreads_concurrent_requests(tmp_path: Path) -> None:
 
 
 def test_body_limit_is_413(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(max_body_bytes=1000)) as url:
+    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(max_body_bytes=1000)) as gw:
         big = {**BODY, "messages": [{"role": "user", "content": "x" * 2000}]}
-        r = httpx.post(f"{url}/v1/chat/completions", json=big)
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json=big)
         assert r.status_code == 413
         assert r.json()["error"]["code"] == "request_too_large"
-        assert hits("a") == 0
+        assert gw.hits("a") == 0
 
 
 def test_metrics_can_require_a_key(tmp_path: Path) -> None:
     config = GatewayConfig(api_keys=["k1", "k2"], protect_metrics=True)
-    with gateway(tmp_path, {"a": "ok"}, config) as url:
-        assert httpx.get(f"{url}/metrics").status_code == 401
-        assert (
-            httpx.get(f"{url}/metrics", headers={"Authorization": "Bearer k2"}).status_code == 200
-        )
-        assert httpx.get(f"{url}/health").status_code == 200
-        r = httpx.post(f"{url}/v1/chat/completions", json=BODY, headers={"x-api-key": "k1"})
+    with gateway(tmp_path, {"a": "ok"}, config) as gw:
+        assert httpx.get(f"{gw.url}/metrics").status_code == 401
+        keyed = httpx.get(f"{gw.url}/metrics", headers={"Authorization": "Bearer k2"})
+        assert keyed.status_code == 200
+        assert httpx.get(f"{gw.url}/health").status_code == 200
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY, headers={"x-api-key": "k1"})
         assert r.status_code == 200
 
 
 def test_a_request_without_a_key_is_refused_before_routing_and_counted(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(api_keys=["k1"])) as url:
-        r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
+    with gateway(tmp_path, {"a": "ok"}, GatewayConfig(api_keys=["k1"])) as gw:
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY)
         assert r.status_code == 401
         assert r.json()["error"]["code"] == "invalid_api_key"
         # refused before its body is validated: a malformed body without a key is a 401, not 422
-        assert httpx.post(f"{url}/v1/completions", content=b"{").status_code == 401
-        text = httpx.get(f"{url}/metrics").text
-        assert hits("a") == 0
+        assert httpx.post(f"{gw.url}/v1/completions", content=b"{").status_code == 401
+        text = httpx.get(f"{gw.url}/metrics").text
+        assert gw.hits("a") == 0
     counted = 'kubechat_gateway_requests_total{code="401",endpoint="%s",model="-"} 1.0'
     assert counted % "chat" in text
     assert counted % "completions" in text
 
 
 def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"w1": "endless"}) as url:
+    with gateway(tmp_path, {"w1": "endless"}) as gw:
         with httpx.stream(
-            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
+            "POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
         ) as r:
             lines = r.iter_lines()
             assert next(lines).startswith("data: ")
             assert next(line for line in lines if line).startswith("data: ")
-        closed = next(app for _, app, n in gateway.stacks if n == "w1").state.closed
+        closed = gw.workers["w1"].state.closed
         assert closed.wait(5), "the worker's stream kept running after the client left"
 
 
 def test_idle_live_workers_report_zero_in_flight(tmp_path: Path) -> None:
-    with gateway(tmp_path, {"w1": "ok", "w2": "ok"}) as url:
-        text = httpx.get(f"{url}/metrics").text
+    with gateway(tmp_path, {"w1": "ok", "w2": "ok"}) as gw:
+        text = httpx.get(f"{gw.url}/metrics").text
     assert 'kubechat_gateway_worker_in_flight{worker="w1"} 0.0' in text
     assert 'kubechat_gateway_worker_in_flight{worker="w2"} 0.0' in text

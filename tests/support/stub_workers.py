@@ -21,9 +21,11 @@ from tests.support.processes import free_port
 
 
 def stub_app(behaviour: str, name: str) -> FastAPI:
-    """A worker stand-in: ok | busy | draining | hang | die_mid_stream | slow_stream | endless.
+    """A worker stand-in: ok | busy | draining | hang | die_mid_stream | slow_stream | endless |
+    slow_headers.
 
-    ``endless`` streams until its client goes away and then sets ``app.state.closed``.
+    ``endless`` streams until its client goes away and then sets ``app.state.closed``;
+    ``slow_headers`` answers after 0.5 s, a stream then being ``endless``.
     """
     app = FastAPI()
     app.state.hits = 0
@@ -45,6 +47,8 @@ def stub_app(behaviour: str, name: str) -> FastAPI:
             )
         if behaviour == "hang":
             await asyncio.sleep(3600)
+        if behaviour == "slow_headers":
+            await asyncio.sleep(0.5)
         if not body.get("stream"):
             return {
                 "id": "x",
@@ -74,7 +78,7 @@ def stub_app(behaviour: str, name: str) -> FastAPI:
             finally:
                 app.state.closed.set()
 
-        if behaviour == "endless":
+        if behaviour in ("endless", "slow_headers"):
             return StreamingResponse(endless(), media_type="text/event-stream")
 
         async def events():
