@@ -113,6 +113,9 @@ def render_pod(
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "resources": resources,
         "volumeMounts": mounts,
+        # A worker that exits non-zero says why on its last log line: the kubelet reports the
+        # log tail as the termination message, which the ModelLoadFailed condition shows.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {
             "httpGet": {"path": "/health/ready", **http},
             "periodSeconds": 2,

@@ -34,7 +34,8 @@ class ObservedPod:
     terminating: bool = False
     restarts: int = 0
     last_exit_code: int | None = None
-    last_exit_message: str = ""
+    last_exit_reason: str = ""  # the kubelet's: Error, OOMKilled, Completed, ...
+    last_exit_message: str = ""  # the termination message (FallbackToLogsOnError: log tail)
 
     @classmethod
     def from_pod(cls, pod: dict[str, Any]) -> ObservedPod:
@@ -44,13 +45,14 @@ class ObservedPod:
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in status.get("conditions") or []
         )
-        restarts, exit_code, message = 0, None, ""
+        restarts, exit_code, reason, message = 0, None, "", ""
         for cs in status.get("containerStatuses") or []:
             restarts += int(cs.get("restartCount") or 0)
             terminated = (cs.get("lastState") or {}).get("terminated") or {}
             if terminated:
                 exit_code = terminated.get("exitCode")
-                message = terminated.get("message") or terminated.get("reason") or ""
+                reason = terminated.get("reason") or ""
+                message = terminated.get("message") or ""
         return cls(
             name=meta["name"],
             template_hash=(meta.get("labels") or {}).get(TEMPLATE_HASH_LABEL, ""),
@@ -60,6 +62,7 @@ class ObservedPod:
             terminating=bool(meta.get("deletionTimestamp")),
             restarts=restarts,
             last_exit_code=exit_code,
+            last_exit_reason=reason,
             last_exit_message=message,
         )
 

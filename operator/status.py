@@ -7,6 +7,7 @@ from typing import Any
 
 from kubechat.discovery.records import DEPLOYMENT_LABEL, WorkerRecord
 
+from .failures import load_failure, summarize
 from .reconcile import Decision, ObservedPod
 
 
@@ -89,11 +90,7 @@ def build_status(
     alive = [p for p in pods if not p.terminating and p.name not in decision.delete]
     ready = [p for p in alive if p.ready]
     updated = [p for p in alive if p.template_hash == template_hash]
-    failed_loads = [
-        p
-        for p in alive
-        if not p.ready and p.restarts > 0 and p.last_exit_code not in (None, 0, 137, 143)
-    ]
+    failed_loads = [f for p in alive if (f := load_failure(p)) is not None]
     workers = []
     for p in sorted(alive, key=lambda p: p.name):
         workers.append(worker_line(p, leases.get(p.name), now))
@@ -119,10 +116,9 @@ def build_status(
         else "Complete"
     )
     lost = decision.heartbeat_lost
-    load_message = "; ".join(
-        f"{p.name}: exit code {p.last_exit_code}"
-        + (f" ({p.last_exit_message})" if p.last_exit_message else "")
-        for p in failed_loads
+    load_reason, load_message = summarize(failed_loads) or (
+        "NoFailure",
+        "no worker failed to load its model",
     )
     conditions = [
         condition(
@@ -142,8 +138,8 @@ def build_status(
         condition(
             "ModelLoadFailed",
             bool(failed_loads),
-            "WorkerExited" if failed_loads else "NoFailure",
-            load_message or "no worker failed to load its model",
+            load_reason,
+            load_message,
             old,
         ),
         condition(

@@ -185,11 +185,37 @@ def test_ready_pod_with_a_stale_lease_is_replaced(api) -> None:
     Cluster(api).delete_workers("default", "stale")
 
 
-def test_a_worker_that_cannot_load_its_model_shows_model_load_failed(api) -> None:
-    create_md(api, "broken", 1)
-    reconcile(api, "broken")
-    (pod,) = pods(api, "broken")
-    exited = {"terminated": {"exitCode": 1, "message": "no such model"}}
+GPU_TOO_SMALL = (
+    "INFO loading /models/big\nkubechat worker: model load failed: /models/big: the model's "
+    "weights need 24.7 GiB in float16 but 1 GPU(s) capped at 20.0 GiB each (--max-gpu-memory "
+    "20GiB, 20.0 GiB in all) hold only 19.9 GiB of them"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "terminated", "reason", "words"),
+    [
+        (
+            "broken",
+            {"exitCode": 1, "reason": "Error", "message": "no such model"},
+            "WorkerExited",
+            "no such model",
+        ),
+        ("oom", {"exitCode": 137, "reason": "OOMKilled"}, "OOMKilled", "exit code 137 (OOMKilled)"),
+        (
+            "small-gpu",
+            {"exitCode": 1, "reason": "Error", "message": GPU_TOO_SMALL},
+            "InsufficientGpuMemory",
+            "GPU(s) capped at 20.0 GiB",
+        ),
+    ],
+)
+def test_a_worker_that_cannot_load_its_model_shows_model_load_failed(
+    api, name: str, terminated: dict, reason: str, words: str
+) -> None:
+    create_md(api, name, 1)
+    reconcile(api, name)
+    (pod,) = pods(api, name)
     kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
         pod,
         "default",
@@ -204,7 +230,7 @@ def test_a_worker_that_cannot_load_its_model_shows_model_load_failed(api) -> Non
                         "imageID": "",
                         "ready": False,
                         "restartCount": 2,
-                        "lastState": exited,
+                        "lastState": {"terminated": terminated},
                         "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                     }
                 ],
@@ -212,13 +238,14 @@ def test_a_worker_that_cannot_load_its_model_shows_model_load_failed(api) -> Non
         },
     )
     events = Events()
-    status = reconcile(api, "broken", events)
-    reconcile(api, "broken", events)
+    status = reconcile(api, name, events)
+    reconcile(api, name, events)
     assert status["phase"] == "Failed"
-    failed = condition(status, "ModelLoadFailed")
-    assert failed["status"] == "True" and "no such model" in failed["message"]
+    failed = condition(read_md(api, name)["status"], "ModelLoadFailed")
+    assert (failed["status"], failed["reason"]) == ("True", reason)
+    assert words in failed["message"] and pod in failed["message"]
     assert events.reasons().count("ModelLoadFailed") == 1, "one event per transition"
-    Cluster(api).delete_workers("default", "broken")
+    Cluster(api).delete_workers("default", name)
 
 
 def test_invalid_spec_is_a_condition_and_touches_nothing(api) -> None:

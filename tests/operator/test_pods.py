@@ -43,6 +43,8 @@ def test_pod_has_what_a_gpu_worker_needs() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["failureThreshold"] * 10 >= 3600
+    # the log tail is the termination message: ModelLoadFailed then says why the worker exited
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     claims = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert claims and claims[0]["persistentVolumeClaim"]["readOnly"] is True
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
