@@ -156,9 +156,10 @@ def create_app(
         endpoint = ENDPOINTS[request.url.path]
         path = request.url.path
         started = time.perf_counter()
-        request.state.model = model
         body = await request.body()  # the raw bytes, passed on unchanged (vendor extras too)
         _check_known(view, model)
+        # labelled only once known: a made-up name (a 404) must not create a metric series
+        request.state.model = model
         headers = {k: v for k, v in request.headers.items() if k.lower() in _PASS_HEADERS}
         send = state["upstream"].send(
             model=model,

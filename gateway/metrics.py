@@ -61,7 +61,8 @@ class GatewayMetrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "kubechat_gateway_requests",
-            "Requests by model, endpoint and code",
+            "Requests by model, endpoint and code (model '-': no served model named, e.g. an "
+            "unknown model, a refused key, an invalid body)",
             ["model", "endpoint", "code"],
             registry=r,
         )

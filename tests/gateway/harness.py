@@ -78,6 +78,11 @@ class Gateway:
         """The gateway's in-flight gauge for ``worker``."""
         return self.metric(f'kubechat_gateway_worker_in_flight{{worker="{worker}"}}')
 
+    def requests(self, code: str, model: str = "m", endpoint: str = "chat") -> float:
+        """Requests counted with these labels (0 when none)."""
+        labels = f'code="{code}",endpoint="{endpoint}",model="{model}"'
+        return self.metric(f"kubechat_gateway_requests_total{{{labels}}}") or 0.0
+
     def retries(self, reason: str) -> float:
         """Retries counted with ``reason`` (0 when none)."""
         return self.metric(f'kubechat_gateway_retries_total{{model="m",reason="{reason}"}}') or 0.0
