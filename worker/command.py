@@ -39,7 +39,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--conv-template",
         default=None,
-        help="prompt template override (default: tokenizer chat_template, then built-ins)",
+        help=(
+            "prompt template override, a built-in by kubechat's or FastChat's name "
+            "(default: tokenizer chat_template, then built-ins)"
+        ),
     )
     d = p.add_argument_group("devices")
     d.add_argument(
@@ -124,6 +127,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse flags into options, then serve until stopped."""
+    from .templates import canonical_template_name
+
+    if args.conv_template:
+        try:
+            canonical_template_name(args.conv_template)
+        except ValueError as exc:  # at startup, not after the model has loaded
+            raise UsageError(f"--conv-template: {exc}") from exc
+
     from .api import create_app
     from .loading import LoadOptions
     from .runtime import RuntimeOptions, build_runtime, default_model_names

@@ -2,7 +2,8 @@
 
 Which template a worker uses, first match wins:
 
-1. ``--conv-template NAME`` (``spec.model.convTemplate``): a built-in by name;
+1. ``--conv-template NAME`` (``spec.model.convTemplate``): a built-in by its name or by the name
+   FastChat's conversation.py registers for the same format (``FASTCHAT_ALIASES``);
 2. the tokenizer's own ``chat_template`` (tokenizer_config.json);
 3. a guess from the model family: role token ids ``user_token_id`` and ``assistant_token_id`` in
    generation_config.json mean ``baichuan``; a tokenizer named like Vicuna or Llama-2-chat, or
@@ -289,9 +290,34 @@ _BUILT_INS: dict[str, Callable[[Any, Any], ChatTemplate]] = {
 }
 
 
+# FastChat's conversation.py names for formats built in here, so FastChat's --conv-template values
+# work unchanged. ``llama-2`` and ``raw`` are spelled the same in both. FastChat registers no plain
+# ChatML template: its ChatML-style ones (qwen-7b-chat, mpt-7b-chat, ...) each carry a default
+# system prompt of their own, so none of them is an alias of ``chatml``.
+FASTCHAT_ALIASES = {
+    "vicuna_v1.1": "vicuna",
+    "baichuan-chat": "baichuan",
+}
+
+
 def available_templates() -> list[str]:
-    """Names of the built-in templates, for ``--conv-template``."""
+    """Names of the built-in templates (kubechat's own names)."""
     return sorted(_BUILT_INS)
+
+
+def accepted_template_names() -> list[str]:
+    """Every name ``--conv-template`` accepts: the built-ins and FastChat's aliases of them."""
+    return sorted({*_BUILT_INS, *FASTCHAT_ALIASES})
+
+
+def canonical_template_name(name: str) -> str:
+    """The built-in template ``name`` stands for; ValueError listing the accepted names if none."""
+    canonical = FASTCHAT_ALIASES.get(name, name)
+    if canonical not in _BUILT_INS:
+        raise ValueError(
+            f"unknown chat template {name!r}; choose one of {', '.join(accepted_template_names())}"
+        )
+    return canonical
 
 
 def resolve_template(
@@ -300,14 +326,11 @@ def resolve_template(
     """The chat template to use: ``name`` if given, else the tokenizer's, else a guess.
 
     ``generation_config`` is a transformers GenerationConfig, a dict, or None. Raises
-    ValueError for an unknown name (listing the choices) or a template the model cannot use.
+    ValueError for an unknown name (listing the accepted ones) or a template the model cannot
+    use.
     """
     if name:
-        if name not in _BUILT_INS:
-            raise ValueError(
-                f"unknown chat template {name!r}; choose one of {', '.join(available_templates())}"
-            )
-        return _BUILT_INS[name](tokenizer, generation_config)
+        return _BUILT_INS[canonical_template_name(name)](tokenizer, generation_config)
     if getattr(tokenizer, "chat_template", None):
         return TokenizerTemplate(tokenizer, generation_config)
     return _BUILT_INS[guess_family(tokenizer, generation_config)](tokenizer, generation_config)

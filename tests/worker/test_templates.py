@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -14,6 +15,7 @@ from kubechat.worker.templates import (
     available_templates,
     resolve_template,
 )
+from tests.support.processes import kubechat_argv
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
@@ -190,9 +192,37 @@ def test_list_of_parts_content_and_developer_role(tokenizer):
 def test_unknown_template_name_lists_the_choices(tokenizer):
     with pytest.raises(ValueError) as caught:
         resolve_template("alpaca-9000", tokenizer, None)
-    for name in ("baichuan", "llama-2", "vicuna", "chatml", "raw"):
+    for name in ("baichuan", "llama-2", "vicuna", "chatml", "raw", "vicuna_v1.1", "baichuan-chat"):
         assert name in str(caught.value)
+    for name in ("baichuan", "llama-2", "vicuna", "chatml", "raw"):
         assert name in available_templates()
+
+
+@pytest.mark.parametrize(
+    ("fastchat_name", "ours", "roles"),
+    [
+        ("vicuna_v1.1", "vicuna", None),
+        ("baichuan-chat", "baichuan", BAICHUAN_ROLES),
+        ("llama-2", "llama-2", None),
+        ("raw", "raw", None),
+    ],
+)
+def test_fastchat_template_names_are_accepted(tokenizer, fastchat_name, ours, roles):
+    """FastChat's conversation.py names for the same formats give the same prompts."""
+    template = resolve_template(fastchat_name, tokenizer, roles)
+    assert template.name == ours
+    assert template.encode(CHAT) == resolve_template(ours, tokenizer, roles).encode(CHAT)
+
+
+def test_cli_refuses_an_unknown_template_at_startup(tmp_path):
+    """Exit code 2 and the accepted names, before any model is looked for."""
+    argv = kubechat_argv(
+        "worker", "--model-path", str(tmp_path / "no-model"), "--conv-template", "alpaca-9000"
+    )
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown chat template 'alpaca-9000'" in proc.stderr
+    assert "vicuna_v1.1" in proc.stderr and "chatml" in proc.stderr
 
 
 def test_tokenizer_chat_template_is_used_when_present():
