@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubechat.discovery.records import WorkerRecord
 from kubechat.plan import plan_deployment
 from kubechat.spec import SpecError, parse_model_deployment
 
@@ -65,6 +66,13 @@ class Controller:
         with self._guard:
             self._locks.pop(uid, None)
 
+    def _observe(
+        self, namespace: str, name: str
+    ) -> tuple[list[ObservedPod], dict[str, WorkerRecord], float]:
+        """The deployment's pods and leases as they are now, and when that was."""
+        pods = [ObservedPod.from_pod(p) for p in self.cluster.worker_pods(namespace, name)]
+        return pods, self.cluster.worker_leases(namespace, name), time.time()
+
     def _reconcile(self, body: Mapping[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         name, namespace = meta["name"], meta.get("namespace") or "default"
@@ -73,16 +81,15 @@ class Controller:
         try:
             md = parse_model_deployment(_plain(body))
         except SpecError as exc:
-            status = invalid_spec_status(str(exc), generation, previous)
+            pods, leases, now = self._observe(namespace, name)
+            status = invalid_spec_status(name, str(exc), pods, leases, generation, previous, now)
             if not _was_true(previous, "InvalidSpec"):
                 self.events(body, "Warning", "InvalidSpec", str(exc)[:1000])
             self.cluster.patch_status(namespace, name, status)
             return status
 
         plan = plan_deployment(md)
-        pods = [ObservedPod.from_pod(p) for p in self.cluster.worker_pods(namespace, name)]
-        leases = self.cluster.worker_leases(namespace, name)
-        now = time.time()
+        pods, leases, now = self._observe(namespace, name)
         decision = decide(
             md.spec.replicas,
             plan.template_hash,

@@ -40,18 +40,59 @@ def condition(
     }
 
 
-def invalid_spec_status(message: str, generation: int | None, previous: dict) -> dict[str, Any]:
+def invalid_spec_status(
+    name: str,
+    message: str,
+    pods: list[ObservedPod],
+    leases: dict[str, WorkerRecord],
+    generation: int | None,
+    previous: dict[str, Any],
+    now: float,
+) -> dict[str, Any]:
     """Status of a ModelDeployment whose spec cannot be served: nothing is changed in the
-    cluster; the condition says what to fix."""
+    cluster; the condition says what to fix. Counts and workers still describe the pods that
+    run (status is merge-patched: a field left out would keep its stale value)."""
     old = previous.get("conditions") or []
+    alive = [p for p in pods if not p.terminating]
+    ready = [p for p in alive if p.ready]
+    failed = summarize(f for p in alive if (f := load_failure(p)) is not None)
     return {
         "phase": "Failed",
+        **observed_fields(name, alive, leases, now),
         "observedGeneration": generation,
         "conditions": [
             condition("InvalidSpec", True, "InvalidSpec", message, old),
-            condition("Available", False, "InvalidSpec", "the spec is invalid", old),
+            condition(
+                "Available",
+                bool(ready),
+                "WorkersReady" if ready else "InvalidSpec",
+                f"{len(ready)} workers of the last valid spec ready; the spec is invalid",
+                old,
+            ),
+            condition(
+                "ModelLoadFailed",
+                failed is not None,
+                *(failed or ("NoFailure", "no worker failed to load its model")),
+                old,
+            ),
         ],
     }
+
+
+def observed_fields(
+    name: str, alive: list[ObservedPod], leases: dict[str, WorkerRecord], now: float
+) -> dict[str, Any]:
+    """``replicas``, ``readyReplicas``, ``selector`` and ``workers`` of the pods that stay."""
+    return {
+        "replicas": len(alive),
+        "readyReplicas": sum(p.ready for p in alive),
+        "selector": f"{DEPLOYMENT_LABEL}={name}",
+        "workers": [worker_line(p, leases.get(p.name), now) for p in sorted(alive, key=_name)],
+    }
+
+
+def _name(pod: ObservedPod) -> str:
+    return pod.name
 
 
 def worker_line(pod: ObservedPod, lease: WorkerRecord | None, now: float) -> dict[str, Any]:
@@ -91,9 +132,6 @@ def build_status(
     ready = [p for p in alive if p.ready]
     updated = [p for p in alive if p.template_hash == template_hash]
     failed_loads = [f for p in alive if (f := load_failure(p)) is not None]
-    workers = []
-    for p in sorted(alive, key=lambda p: p.name):
-        workers.append(worker_line(p, leases.get(p.name), now))
     rolling = any(p.template_hash != template_hash for p in alive)
     settled = len(updated) == replicas and len(ready) == replicas and not rolling
     if failed_loads:
@@ -155,10 +193,7 @@ def build_status(
     ]
     return {
         "phase": phase,
-        "replicas": len(alive),
-        "readyReplicas": len(ready),
-        "selector": f"{DEPLOYMENT_LABEL}={name}",
+        **observed_fields(name, alive, leases, now),
         "observedGeneration": generation,
-        "workers": workers,
         "conditions": conditions,
     }

@@ -268,6 +268,32 @@ def test_invalid_spec_is_a_condition_and_touches_nothing(api) -> None:
     Cluster(api).delete_workers("default", "invalid")
 
 
+def test_status_of_an_invalid_spec_still_describes_the_pods(api) -> None:
+    create_md(api, "stale-status", 2)
+    reconcile(api, "stale-status")
+    for name in pods(api, "stale-status"):
+        serve(api, name, "stale-status")
+    status = reconcile(api, "stale-status")
+    assert (status["replicas"], status["readyReplicas"], len(status["workers"])) == (2, 2, 2)
+
+    patch_spec(api, "stale-status", {"resources": {"gpus": 0, "maxGpuMemory": "20GiB"}})
+    gone, kept = sorted(pods(api, "stale-status"))
+    kubernetes.client.CoreV1Api(api).delete_namespaced_pod(gone, "default")
+    reconcile(api, "stale-status")
+    status = read_md(api, "stale-status")["status"]
+    assert condition(status, "InvalidSpec")["status"] == "True"
+    assert (status["replicas"], status["readyReplicas"]) == (1, 1)
+    assert [w["pod"] for w in status["workers"]] == [kept]
+    assert condition(status, "Available")["status"] == "True", "the kept pod still serves"
+
+    kubernetes.client.CoreV1Api(api).delete_namespaced_pod(kept, "default")
+    reconcile(api, "stale-status")
+    status = read_md(api, "stale-status")["status"]
+    assert (status["replicas"], status["readyReplicas"], status["workers"]) == (0, 0, [])
+    assert condition(status, "Available")["status"] == "False"
+    Cluster(api).delete_workers("default", "stale-status")
+
+
 def test_a_deployment_being_deleted_gets_no_new_pods(api) -> None:
     create_md(api, "going", 2)
     body = read_md(api, "going")
