@@ -1,5 +1,6 @@
 """Continuous batching: 32 concurrent requests decode together and match HF generate token for
-token (benchmark architecture and demo model); long prompts are chunked; the KV budget bounds the
+token (the benchmark model itself with prompts up to 200 tokens, a scaled-down Llama, the demo
+model); long prompts are chunked; the KV budget bounds the
 batch; cancellation frees the slot; per-request sampling and seeds hold inside a batch; a
 checkpoint that cannot batch falls back to the serial path."""
 
@@ -199,6 +200,40 @@ async def test_seeded_and_penalised_requests_inside_a_batch_match_them_alone(eng
     assert together[:3] == alone
     penalised = together[1]
     assert penalised != reference(llama, prompt, 24)  # the penalty did change the output
+
+
+@pytest.fixture(scope="module")
+def bench_model(tmp_path_factory: pytest.TempPathFactory):
+    """The benchmark model itself (benchmarks/bench_model.py: 33.5M parameters, vocab 8000)."""
+    from benchmarks.bench_model import build
+
+    path = build(tmp_path_factory.mktemp("bench-model"))
+    return AutoModelForCausalLM.from_pretrained(path).eval()
+
+
+def mixed_workload(n: int = 32) -> list[tuple[list[int], int]]:
+    """Prompts of 3 to 200 tokens (some longer than a prefill chunk of 64) and 6 to 29 outputs."""
+    lengths = [3 + (i * 37) % 198 for i in range(n)]
+    return [
+        ([1] + [(11 * i + 7 * j) % 7000 + 100 for j in range(length - 1)], 6 + (i * 3) % 24)
+        for i, length in enumerate(lengths)
+    ]
+
+
+async def test_benchmark_model_batches_32_mixed_requests_like_generate(bench_model) -> None:
+    """The benchmark model, 32 concurrent greedy requests of mixed prompt and output lengths,
+    prefilled in 64-token chunks next to decoding rows: every token as HF generate alone."""
+    e = BatchingEngine(bench_model, "cpu", capacity=32, max_batch_tokens=64)
+    await e.start()
+    try:
+        assert e.path == "batching"
+        jobs = mixed_workload()
+        results = await asyncio.gather(
+            *(collect(e, GenerationRequest(p, n, GREEDY)) for p, n in jobs)
+        )
+        assert results == [reference(bench_model, p, n) for p, n in jobs]
+    finally:
+        await e.stop()
 
 
 @pytest.fixture(scope="module")
