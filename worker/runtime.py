@@ -53,33 +53,44 @@ def make_engine(loaded: LoadedModel, options: RuntimeOptions) -> Engine:
     itself falls back to serial for checkpoints it cannot batch, and says so when started)."""
     if options.engine == "serial":
         return SerialEngine(loaded.model, loaded.device, capacity=options.limit_concurrency)
+    budget = kv_tokens(loaded.model.config, kv_budget_bytes(loaded, options), loaded.dtype)
+    _warn_if_small(budget, loaded.context_length, options.limit_concurrency)
     return BatchingEngine(
         loaded.model,
         loaded.device,
         capacity=options.limit_concurrency,
         max_batch_tokens=options.max_batch_tokens,
-        kv_budget_tokens=kv_tokens(
-            loaded.model.config, kv_budget_bytes(loaded, options), loaded.dtype
-        ),
+        kv_budget_tokens=budget,
     )
 
 
 def kv_budget_bytes(loaded: LoadedModel, options: RuntimeOptions) -> int | None:
     """Bytes the batch's KV cache may take: ``--kv-cache-memory`` when given; on GPUs what the
-    ``--max-gpu-memory`` caps leave after the weights (less a tenth for activations); on CPU
-    None (the batch size bounds it)."""
+    ``--max-gpu-memory`` caps leave after the weights (less a tenth for activations), or without
+    caps what the GPUs have free once the weights are on them (less a tenth of their size); on
+    CPU None (the batch size bounds it)."""
     if options.kv_cache_bytes is not None:
         return options.kv_cache_bytes
-    load = options.load
-    if loaded.device.type != "cuda" or not load.max_gpu_memory or load.num_gpus < 1:
+    if loaded.device.type != "cuda":
         return None
-    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-    return gpu_kv_budget(parse_memory(load.max_gpu_memory) * load.num_gpus, weights)
+    load = options.load
+    gpus = max(1, load.num_gpus)
+    if load.max_gpu_memory:
+        weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+        return gpu_kv_budget(parse_memory(load.max_gpu_memory) * gpus, weights)
+    return free_gpu_kv_budget([torch.cuda.mem_get_info(i) for i in range(gpus)])
 
 
 def gpu_kv_budget(gpu_bytes: int, weight_bytes: int) -> int:
     """What GPU memory caps leave for the KV cache after the weights and 10 % for activations."""
     return max(0, int(gpu_bytes * 0.9) - weight_bytes)
+
+
+def free_gpu_kv_budget(free_and_total: list[tuple[int, int]]) -> int:
+    """What GPUs with the weights already loaded leave for the KV cache: their free bytes, less
+    a tenth of each one's size kept for activations and other processes (``(free, total)`` per
+    GPU, as ``torch.cuda.mem_get_info`` reports them)."""
+    return sum(max(0, free - total // 10) for free, total in free_and_total)
 
 
 def kv_tokens(config: object, budget: int | None, dtype: torch.dtype) -> int | None:
@@ -94,6 +105,27 @@ def kv_tokens(config: object, budget: int | None, dtype: torch.dtype) -> int | N
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     per_token = 2 * layers * kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
     return max(1, budget // per_token)
+
+
+def _warn_if_small(budget: int | None, context_length: int, capacity: int) -> None:
+    """Say so when the KV budget cannot hold what the concurrency limit admits: requests then
+    wait for room (or run one at a time) instead of batching."""
+    if budget is None:
+        return
+    if budget < context_length:
+        log.warning(
+            "KV cache budget of %d tokens is less than one full-length sequence (%d tokens): "
+            "long requests run one at a time; give more --max-gpu-memory or --kv-cache-memory",
+            budget,
+            context_length,
+        )
+    else:
+        log.info(
+            "KV cache budget: %d tokens (%d full-length sequences; --limit-worker-concurrency %d)",
+            budget,
+            budget // context_length,
+            capacity,
+        )
 
 
 def build_runtime(options: RuntimeOptions) -> ModelRuntime:
