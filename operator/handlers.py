@@ -1,5 +1,6 @@
 """kopf wiring: every change, every resume and a periodic timer run the same reconcile pass;
-deletion (behind kopf's finalizer) removes the deployment's pods and leases itself."""
+deletion (behind kopf's finalizer) removes the deployment's pods and leases itself, and keeps
+the finalizer until the last pod has stopped."""
 
 from __future__ import annotations
 
@@ -55,11 +56,18 @@ def register(
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def deleted(name: str, namespace: str, uid: str, **_: Any) -> None:
+        # Pods and leases are deleted on every try; the finalizer goes only once no pod is
+        # left, so a lease renewed by a worker still draining is deleted by a later try.
         try:
             removed = controller.cluster.delete_workers(namespace or "default", name)
+            stopping = controller.cluster.worker_pods(namespace or "default", name)
         except Exception:
             metrics.errors.inc()
             raise
+        if stopping:
+            raise kopf.TemporaryError(
+                f"waiting for {len(stopping)} worker pods of {name} to stop", delay=interval
+            )
         controller.forget(uid)
         log.info("deleted %s: removed %d pods and leases", name, removed)
 

@@ -34,11 +34,8 @@ class Cluster:
 
     def worker_leases(self, namespace: str, deployment: str) -> dict[str, WorkerRecord]:
         """The deployment's worker leases as records, by name (unreadable ones skipped)."""
-        response = self.leases.list_namespaced_lease(
-            namespace, label_selector=f"{DEPLOYMENT_LABEL}={deployment}", _preload_content=False
-        )
         records = {}
-        for lease in json.loads(response.data).get("items") or []:
+        for lease in self._lease_items(namespace, deployment):
             try:
                 record = WorkerRecord.from_lease(lease)
             except ValueError as exc:
@@ -46,6 +43,13 @@ class Cluster:
                 continue
             records[record.name] = record
         return records
+
+    def _lease_items(self, namespace: str, deployment: str) -> list[dict[str, Any]]:
+        """The Leases labelled with the deployment, as the API returns them."""
+        response = self.leases.list_namespaced_lease(
+            namespace, label_selector=f"{DEPLOYMENT_LABEL}={deployment}", _preload_content=False
+        )
+        return json.loads(response.data).get("items") or []
 
     def create_pod(self, namespace: str, pod: dict[str, Any]) -> None:
         """Create a pod."""
@@ -60,12 +64,14 @@ class Cluster:
                 raise
 
     def delete_workers(self, namespace: str, deployment: str) -> int:
-        """Delete every pod and lease of the deployment; returns how many objects were deleted."""
+        """Delete every pod and every lease labelled with the deployment (readable as a worker
+        record or not); returns how many objects were deleted."""
         count = 0
         for pod in self.worker_pods(namespace, deployment):
             self.delete_pod(namespace, pod["metadata"]["name"])
             count += 1
-        for name in self.worker_leases(namespace, deployment):
+        for lease in self._lease_items(namespace, deployment):
+            name = lease["metadata"]["name"]
             try:
                 self.leases.delete_namespaced_lease(name, namespace)
                 count += 1

@@ -123,7 +123,8 @@ class KubernetesLeaseStore:
 
     # ---- worker side --------------------------------------------------------------------------
     def publish(self, record: WorkerRecord) -> None:
-        """Create this worker's Lease, or update it in place on later renewals.
+        """Create this worker's Lease, or update it in place on later renewals; a draining
+        record only updates an existing Lease, never creates one.
 
         Updates are merge patches: the API refuses a Lease update (PUT) that carries no
         resourceVersion, and a patch needs none, so a renewal is one request whatever else
@@ -134,12 +135,23 @@ class KubernetesLeaseStore:
         if owner is not None:
             body["metadata"]["ownerReferences"] = [owner]
         leases = kubernetes.client.CoordinationV1Api(self.api)
+        if record.draining:
+            # On its way out, a worker only updates a Lease that exists. Gone means deleted by
+            # the operator (its deployment is being deleted) or never written: created again,
+            # it would outlive the pod wherever garbage collection is slow or off.
+            try:
+                self._patch(leases, record.name, body)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                self._created.discard(record.name)
+            return
         if record.name in self._created:
             try:
                 self._patch(leases, record.name, body)
                 return
             except ApiException as exc:
-                if exc.status != 404:  # deleted under us (by the operator): create it again
+                if exc.status != 404:  # deleted under us while serving: create it again
                     raise
         try:
             leases.create_namespaced_lease(self.namespace, body)

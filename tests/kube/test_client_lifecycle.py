@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kubernetes.client import ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
@@ -194,6 +196,24 @@ def test_objects_created_with_missing_owners_are_collected(api):
         "default", {"metadata": {"name": "orphan", "ownerReferences": [ghost]}}
     )
     eventually(lambda: not core.list_namespaced_config_map("default").items, timeout=5)
+
+
+def test_garbage_collection_can_be_turned_off(cluster, api):
+    cluster.call(setattr, cluster.emulator.store, "garbage_collection", False)
+    core = CoreV1Api(api)
+    owner = core.create_namespaced_config_map("default", {"metadata": {"name": "owner"}})
+    ref = owner_ref(owner.to_dict(), "ConfigMap", "v1")
+    ghost = {"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost", "uid": "no-such-uid"}
+    for name, refs in (("dep", [ref]), ("orphan", [ghost])):
+        core.create_namespaced_config_map(
+            "default", {"metadata": {"name": name, "ownerReferences": refs}}
+        )
+
+    core.delete_namespaced_config_map("owner", "default")
+
+    time.sleep(1.0)  # the collector of objects created with missing owners waits 0.5 s
+    names = sorted(c.metadata.name for c in core.list_namespaced_config_map("default").items)
+    assert names == ["dep", "orphan"]
 
 
 def test_unbound_pods_go_at_once_bound_pods_wait_for_the_kubelet(api):

@@ -153,9 +153,9 @@ async def test_a_worker_that_stops_renewing_leaves_within_its_lease_duration(api
 def test_draining_worker_is_not_routable(api) -> None:
     make_pod(api, "d1", "store-e")
     set_ready(api, "d1", True)
-    KubernetesLeaseStore("default", api_client=api, pod_name="d1").publish(
-        record("d1", "store-e", draining=True)
-    )
+    writer = KubernetesLeaseStore("default", api_client=api, pod_name="d1")
+    writer.publish(record("d1", "store-e"))
+    writer.publish(record("d1", "store-e", draining=True))
     reader = KubernetesLeaseStore("default", api_client=api)
     reader.refresh()
     (mine,) = [r for r in reader.snapshot() if r.deployment == "store-e"]

@@ -106,6 +106,8 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
     namespaces: tuple[str, ...] = ("default",)
     #: Refuse custom resources that break their CRD's schema (422), as the API server does.
     validate: bool = True
+    #: Delete dependents of a removed owner (ownerReferences), as the garbage collector does.
+    garbage_collection: bool = True
     store: KubeStore = attrs.field(init=False)
     #: (method, path?query, status) of the last API requests (watches: once they end).
     api_log: deque[tuple[str, str, int]] = attrs.field(
@@ -123,6 +125,7 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         self.resources.load_data(_bundled_resources())
         self.store = KubeStore(self.resources, self.objects)
+        self.store.garbage_collection = self.garbage_collection
         self.store.admit.append(self._accept_crd)
         self.store.admit.append(self._admit_custom_resource)
         self.store.after_store.append(self._serve_stored_crd)

@@ -117,13 +117,15 @@ def running_emulator(
     namespaces: Iterable[str] = ("default",),
     directory: Path | None = None,
     validate: bool = True,
+    garbage_collection: bool = True,
 ) -> Iterator[RunningEmulator]:
     """Run an emulator on a free 127.0.0.1 port in a background thread with its own loop.
 
     Yields ``(base_url, kubeconfig_path)`` (a :class:`RunningEmulator`); the kubeconfig is
     written into ``directory`` (a temporary one by default). ``validate=False`` stores custom
-    resources that break their CRD's schema (still pruned and defaulted). Stops the server and
-    joins the thread on exit.
+    resources that break their CRD's schema (still pruned and defaulted);
+    ``garbage_collection=False`` leaves dependents of deleted owners in place. Stops the server
+    and joins the thread on exit.
     """
     started: concurrent.futures.Future[RunningEmulator] = concurrent.futures.Future()
     crds, namespaces = list(crds), tuple(namespaces)
@@ -134,7 +136,9 @@ def running_emulator(
         async def serve() -> None:
             stopped = asyncio.Event()
             stop.append(stopped)
-            emulator = KubeEmulator(namespaces=namespaces, validate=validate)
+            emulator = KubeEmulator(
+                namespaces=namespaces, validate=validate, garbage_collection=garbage_collection
+            )
             for crd in crds:
                 emulator.register_crd(crd)
             async with serve_emulator(emulator) as (_, base_url):

@@ -11,7 +11,9 @@ DELETE; it gets ``deletionTimestamp`` (+ grace period) and stays until a kubelet
 runner) deletes it again with ``gracePeriodSeconds=0``. Any other Pod goes at once.
 Garbage collection is immediate and background-style: removing an owner deletes its dependents
 (which honour their own finalizers); ``Orphan`` strips the references instead; ``Foreground``
-is treated as ``Background``.
+is treated as ``Background``. ``garbage_collection = False`` turns it off (dependents stay, as
+they do for a while on a cluster whose garbage collector lags), to show what our own cleanup
+leaves behind.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class KubeStore:
         self.changed = asyncio.Event()
         self._trimmed = 0  # events dropped from the head of the log
         self._uids: dict[str, Key] = {}
+        self.garbage_collection = True
         # Hooks for resource-specific behaviour (CRDs). Admission may edit an object about to be
         # written (before no-op and generation checks) or refuse it with an ApiError; the others
         # hear about stored and removed objects.
@@ -361,7 +364,7 @@ class KubeStore:
             hook(key, final)
         if key[0] == NAMESPACES:
             self._delete_namespace_content(key[2])
-        if policy != "Orphan":
+        if policy != "Orphan" and self.garbage_collection:
             self._collect_dependents(uid)
         return final
 
@@ -418,7 +421,7 @@ class KubeStore:
 
     def _collect_if_orphaned(self, key: Key, uid: str) -> None:
         obj = self.get(key)
-        if obj is None or obj["metadata"]["uid"] != uid:
+        if obj is None or obj["metadata"]["uid"] != uid or not self.garbage_collection:
             return
         refs = obj["metadata"].get("ownerReferences") or []
         if refs and not any(ref.get("uid") in self._uids for ref in refs):
