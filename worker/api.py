@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from kubechat.openai_errors import OpenAIError, unavailable, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
 
 from .engine import EngineError
+from .response_metrics import CLIENT_GONE, CountResponses, StreamOutcome, label_model, report_status
 from .serving import Serving
 from .state import WorkerState
 
@@ -43,6 +44,7 @@ def create_app(
     app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(HeaderLimit)
+    app.add_middleware(CountResponses, metrics=state.metrics)  # outermost: sees every answer
     app.state.worker = state
     metrics = state.metrics
 
@@ -108,45 +110,67 @@ def create_app(
 
     async def _serve(request: Request, endpoint: str, body: Any, prepare: Callable) -> Response:
         model = body.model
-        try:
-            serving = _serving(state)
-            job = prepare(serving)
-            slot = serving.admit(job)
-        except OpenAIError as exc:
-            metrics.requests.labels(model, endpoint, str(exc.status)).inc()
-            raise
+        if model in state.model_names:
+            label_model(request.scope, model)
+        serving = _serving(state)
+        job = prepare(serving)
+        slot = serving.admit(job)
         if body.stream:
-            metrics.requests.labels(model, endpoint, "200").inc()
+            outcome = StreamOutcome()
 
-            async def events():
-                try:
-                    async for event in with_keepalive(serving.stream(job), keepalive_seconds):
-                        if event == DONE_EVENT:
-                            # free the slot before the client can read the end and send its
-                            # next request, or that request could find the worker still full
-                            slot.release()
-                        yield event
-                finally:
-                    slot.release()
+            async def events() -> AsyncGenerator[str, None]:
+                async for event in with_keepalive(serving.stream(job), keepalive_seconds):
+                    if event == DONE_EVENT:
+                        # free the slot before the client can read the end and send its
+                        # next request, or that request could find the worker still full
+                        slot.release()
+                        if job.error is None:
+                            outcome.completed()
+                        else:
+                            outcome.failed(job.error.status)
+                    yield event
 
-            return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+            def ended() -> None:
+                slot.release()
+                report_status(request.scope, outcome.status)
+                metrics.streams.labels(model, endpoint, outcome.outcome).inc()
+
+            return ClosingStream(events(), ended)
         try:
             result = await until_disconnect(serving.complete(job), request.is_disconnected)
-        except OpenAIError as exc:
-            metrics.requests.labels(model, endpoint, str(exc.status)).inc()
-            raise
         except EngineError as exc:
-            metrics.requests.labels(model, endpoint, "500").inc()
             raise OpenAIError(500, f"generation failed: {exc}", code="generation_failed") from exc
         finally:
             slot.release()
         if result is None:  # client went away; its generation was cancelled
-            metrics.requests.labels(model, endpoint, "499").inc()
-            return PlainTextResponse("client disconnected", status_code=499)
-        metrics.requests.labels(model, endpoint, "200").inc()
+            return PlainTextResponse("client disconnected", status_code=CLIENT_GONE)
         return JSONResponse(result)
 
     return app
+
+
+class ClosingStream(StreamingResponse):
+    """An SSE response that, however it ends, closes its event generator and calls ``on_end``.
+
+    When the client goes away while a chunk is being sent, Starlette stops iterating and leaves
+    the generator suspended, to be closed whenever it is collected; closing it here stops the
+    generation at once and makes the outcome known before the request is counted.
+    """
+
+    def __init__(self, events: AsyncGenerator[str, None], on_end: Callable[[], None]) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=SSE_HEADERS)
+        self._events = events
+        self._on_end = on_end
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Stream the events, then close them and report the end."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._events.aclose()
+            finally:
+                self._on_end()
 
 
 async def with_keepalive(events: AsyncIterator[str], every: float) -> AsyncIterator[str]:

@@ -25,8 +25,16 @@ class WorkerMetrics:
         r = self.registry
         self.requests = Counter(
             "kubechat_worker_requests",
-            "Requests answered, by model, endpoint and HTTP status",
+            "Requests answered, by model, endpoint and status: the HTTP status, except for a "
+            "stream, counted when it ends: 200 completed, 499 client gone, else its error's status",
             ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.streams = Counter(
+            "kubechat_worker_streams",
+            "Streamed responses by how they ended: completed, error (an error event) or "
+            "cancelled (the client went away)",
+            ["model", "endpoint", "outcome"],
             registry=r,
         )
         self.prompt_tokens = Counter(

@@ -80,6 +80,7 @@ class _Job:
     echo: bool = False
     include_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
+    error: OpenAIError | None = None  # what a stream reported in its error event, if it did
 
 
 class Serving:
@@ -403,6 +404,7 @@ class Serving:
                 if isinstance(exc, OpenAIError)
                 else OpenAIError(500, f"generation failed: {exc}")
             )
+            job.error = err
             yield f"data: {json.dumps(err.body())}\n\n"
         finally:
             if not runner.done():

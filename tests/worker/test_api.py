@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoTokenizer
 
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, kubechat_argv, running, until
 
 from .conftest import SEED_QUESTION, Worker, worker_argv
+from .test_internal_error import LONG as FAILING_PROMPT
+from .test_internal_error import failing_checkpoint  # noqa: F401  (fixture, requested below)
 
 GREEDY = {"temperature": 0}
 
@@ -207,6 +211,107 @@ def test_metrics_count_requests_and_tokens(worker: Worker) -> None:
         "kubechat_worker_queued",
     ):
         assert name in text
+
+
+def counted(url: str, name: str, **labels: str) -> float:
+    """The value of ``name``'s series with exactly ``labels`` on ``url``/metrics (0 if none)."""
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def requests_counted(url: str, model: str, status: int, endpoint: str = "chat") -> float:
+    return counted(
+        url, "kubechat_worker_requests_total", model=model, endpoint=endpoint, status=str(status)
+    )
+
+
+def streams_counted(url: str, model: str, outcome: str, endpoint: str = "chat") -> float:
+    return counted(
+        url, "kubechat_worker_streams_total", model=model, endpoint=endpoint, outcome=outcome
+    )
+
+
+def test_refused_requests_are_counted_by_their_status(worker: Worker) -> None:
+    """400s from validation (before any of our code runs) and 404s count, under model "-"."""
+    url = f"{worker.url}/v1/chat/completions"
+    invalid_before = requests_counted(worker.url, "-", 400)
+    unknown_before = requests_counted(worker.url, "-", 404)
+    ok_before = requests_counted(worker.url, worker.model, 200)
+    body = {"model": worker.model, "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(url, json={**body, "temperature": 5}).status_code == 400
+    assert httpx.post(url, json={"model": worker.model}).status_code == 400
+    bad_json = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400
+    assert httpx.post(url, json={**body, "model": "no-such-model"}).status_code == 404
+    assert httpx.post(url, json={**body, "max_tokens": 2}, timeout=30).status_code == 200
+    assert requests_counted(worker.url, "-", 400) - invalid_before == 3
+    assert requests_counted(worker.url, "-", 404) - unknown_before == 1
+    assert requests_counted(worker.url, worker.model, 200) - ok_before == 1
+
+
+def test_streams_are_counted_by_how_they_end(worker: Worker) -> None:
+    """A stream counts when it ends: 200 if completed, 499 if the client left, never both."""
+    model = worker.model
+    ok, gone = requests_counted(worker.url, model, 200), requests_counted(worker.url, model, 499)
+    completed = streams_counted(worker.url, model, "completed")
+    cancelled = streams_counted(worker.url, model, "cancelled")
+    chunks = list(ask(worker, stream=True, max_tokens=4))
+    assert chunks[-1].choices[0].finish_reason == "length"
+    until(lambda: streams_counted(worker.url, model, "completed") == completed + 1, timeout=10)
+    assert requests_counted(worker.url, model, 200) == ok + 1
+
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": SEED_QUESTION}],
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", f"{worker.url}/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        assert next(response.iter_lines()).startswith("data: ")
+    until(lambda: streams_counted(worker.url, model, "cancelled") == cancelled + 1, timeout=10)
+    assert requests_counted(worker.url, model, 499) == gone + 1
+    assert requests_counted(worker.url, model, 200) == ok + 1  # the cut stream is not a 200
+    assert streams_counted(worker.url, model, "completed") == completed + 1
+
+
+def test_a_stream_ending_in_an_error_event_counts_as_its_error(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The checkpoint's forward raises: the stream's 200 header is out, but the request counts
+    as the 500 its error event carries, and the stream as an error."""
+    checkpoint = request.getfixturevalue("failing_checkpoint")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = kubechat_argv(
+        "worker",
+        "--model-path",
+        str(checkpoint),
+        "--model-names",
+        "failing",
+        "--trust-remote-code",
+        "--conv-template",
+        "chatml",
+        "--port",
+        str(port),
+    )
+    with running(argv, ready_url=f"{url}/health/ready", log_path=tmp_path / "w.log"):
+        body = {"model": "failing", "prompt": FAILING_PROMPT, "max_tokens": 4, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
+        until(lambda: streams_counted(url, "failing", "error", "completions") == 1, timeout=10)
+        assert requests_counted(url, "failing", 500, "completions") == 1
+        assert requests_counted(url, "failing", 200, "completions") == 0
+        assert streams_counted(url, "failing", "completed", "completions") == 0
 
 
 def test_health_endpoints(worker: Worker) -> None:
