@@ -235,7 +235,8 @@ def streams_counted(url: str, model: str, outcome: str, endpoint: str = "chat") 
 
 
 def test_refused_requests_are_counted_by_their_status(worker: Worker) -> None:
-    """400s from validation (before any of our code runs) and 404s count, under model "-"."""
+    """400s from validation (before any of our code runs), 404s and 413s from the body limit
+    count, under model "-"."""
     url = f"{worker.url}/v1/chat/completions"
     invalid_before = requests_counted(worker.url, "-", 400)
     unknown_before = requests_counted(worker.url, "-", 404)
@@ -246,6 +247,10 @@ def test_refused_requests_are_counted_by_their_status(worker: Worker) -> None:
     bad_json = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"})
     assert bad_json.status_code == 400
     assert httpx.post(url, json={**body, "model": "no-such-model"}).status_code == 404
+    too_large_before = requests_counted(worker.url, "-", 413)
+    huge = {**body, "messages": [{"role": "user", "content": "x" * 5_000_000}]}
+    assert httpx.post(url, json=huge).status_code == 413  # refused by the body limit
+    assert requests_counted(worker.url, "-", 413) - too_large_before == 1
     assert httpx.post(url, json={**body, "max_tokens": 2}, timeout=30).status_code == 200
     assert requests_counted(worker.url, "-", 400) - invalid_before == 3
     assert requests_counted(worker.url, "-", 404) - unknown_before == 1
