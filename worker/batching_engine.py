@@ -24,7 +24,6 @@ run alone); they are served by the serial engine and the worker says so (log lin
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import queue
 import threading
@@ -43,18 +42,12 @@ from .engine import (
 )
 from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
 from .sampling import new_generator, pick_token
-from .serial_engine import SerialEngine
+from .serial_engine import SerialEngine, cache_argument, output_cache
 
 log = logging.getLogger(__name__)
 
 PROBE_PROMPTS = ([1, 20, 30, 40, 50, 60, 70, 80, 90], [1, 33, 44])
 PROBE_TOKENS = 6
-
-
-def _output_cache(output: object) -> object:
-    """The cache a forward returned (``cache`` in transformers 5, else ``past_key_values``)."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 @dataclass
@@ -202,9 +195,7 @@ class BatchingEngine(Engine):
         self._outbox = _Outbox()
         self._thread: threading.Thread | None = None
         self.fallback_reason: str | None = None
-        # transformers 5 names the cache argument ``cache``; older (remote) code past_key_values
-        accepted = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in accepted else "past_key_values"
+        self._cache_arg = cache_argument(model)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -260,7 +251,7 @@ class BatchingEngine(Engine):
         past, tokens = None, []
         for _ in range(n):
             out = self._model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
-            past = _output_cache(out)
+            past = output_cache(out)
             tokens.append(int(out.logits[0, -1].argmax()))
             ids = torch.tensor([[tokens[-1]]], device=self._device)
         return tokens
@@ -418,7 +409,7 @@ class BatchingEngine(Engine):
                 logits_to_keep=1,
                 **{self._cache_arg: cohort.cache},
             )
-            cohort.cache = check_cache(_output_cache(out))
+            cohort.cache = check_cache(output_cache(out))
             use_growing_layers(cohort.cache)
         except Exception as exc:
             # the newcomers' own cache is the only state touched: they fail, the running
@@ -458,7 +449,7 @@ class BatchingEngine(Engine):
             logits_to_keep=1,
             **{self._cache_arg: self._cache},
         )
-        self._cache = check_cache(_output_cache(out))
+        self._cache = check_cache(output_cache(out))
         tokens = self._pick(out.logits[:, -1], self._running)
         self._last = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self._device)
         live = [i for i, seq in enumerate(self._running) if self._emit(seq, tokens[i])]

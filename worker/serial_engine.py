@@ -1,13 +1,15 @@
 """The one-at-a-time engine: requests wait in a queue and run alone, token by token.
 
-It works with any causal LM whose forward takes ``input_ids`` and ``past_key_values`` (remote-code
-checkpoints included), so it is the path of last resort. Model work runs on one background thread;
-tokens reach the event loop through thread-safe queue hand-offs.
+It works with any causal LM whose forward takes ``input_ids`` and a cache (``cache`` in
+transformers 5, ``past_key_values`` in older remote code), so it is the path of last resort.
+Model work runs on one background thread; tokens reach the event loop through thread-safe queue
+hand-offs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import queue
 import threading
@@ -20,6 +22,26 @@ from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_s
 from .sampling import new_generator, pick_token
 
 log = logging.getLogger(__name__)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name ``model.forward`` takes its cache by: ``cache`` in transformers 5, else (older
+    remote code) ``past_key_values``."""
+    for cls in type(model).__mro__:  # a forward taking only **kwargs passes them up the MRO
+        forward = cls.__dict__.get("forward")
+        if forward is None:
+            continue
+        accepted = inspect.signature(forward).parameters
+        for name in ("cache", "past_key_values"):
+            if name in accepted:
+                return name
+    return "past_key_values"
+
+
+def output_cache(output: object) -> object:
+    """The cache a forward returned (``cache`` in transformers 5, else ``past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 @dataclass
@@ -47,6 +69,7 @@ class SerialEngine(Engine):
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._running = 0
         self._thread: threading.Thread | None = None
+        self._cache_arg = cache_argument(model)
 
     async def start(self) -> None:
         """Start the model thread."""
@@ -106,8 +129,8 @@ class SerialEngine(Engine):
         for i in range(req.max_new_tokens):
             if job.cancelled.is_set():
                 return
-            out = self._model(input_ids=input_ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = self._model(input_ids=input_ids, use_cache=True, **{self._cache_arg: past})
+            past = output_cache(out)
             token = pick_token(out.logits[0, -1], params, generator, seen, generated)
             if token in req.stop_token_ids:
                 job.emit(Step(None, "stop"))
