@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .spec import ModelDeployment
 
@@ -34,11 +35,13 @@ class VolumePlan:
 
 @dataclass(frozen=True)
 class ResourcePlan:
-    """What one worker asks for: GPUs as a limit, CPU and memory as requests."""
+    """What one worker asks for: GPUs as a limit, CPU and memory as requests and limits."""
 
     gpus: int = 0
     cpu: str | None = None
     memory: str | None = None
+    cpu_limit: str | None = None
+    memory_limit: str | None = None  # spec.resources.memoryLimit, else the memory request
 
     def requests(self) -> dict[str, str]:
         """Kubernetes resource requests (extended resources default their request to the limit)."""
@@ -50,8 +53,36 @@ class ResourcePlan:
         return out
 
     def limits(self) -> dict[str, str]:
-        """Kubernetes resource limits: ``nvidia.com/gpu`` when the worker uses GPUs."""
-        return {GPU_RESOURCE: str(self.gpus)} if self.gpus > 0 else {}
+        """Kubernetes resource limits: CPU and memory when planned, ``nvidia.com/gpu`` when the
+        worker uses GPUs."""
+        out = {}
+        if self.cpu_limit is not None:
+            out["cpu"] = self.cpu_limit
+        if self.memory_limit is not None:
+            out["memory"] = self.memory_limit
+        if self.gpus > 0:
+            out[GPU_RESOURCE] = str(self.gpus)
+        return out
+
+
+@dataclass(frozen=True)
+class SchedulingPlan:
+    """Where a worker may run (``spec.scheduling``), in a Pod spec's own field names."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    affinity: dict[str, Any] = field(default_factory=dict)
+    priority_class_name: str | None = None
+
+    def pod_fields(self) -> dict[str, Any]:
+        """``nodeSelector``, ``tolerations``, ``affinity``, ``priorityClassName``: those set."""
+        fields = {
+            "nodeSelector": self.node_selector,
+            "tolerations": self.tolerations,
+            "affinity": self.affinity,
+            "priorityClassName": self.priority_class_name,
+        }
+        return {key: value for key, value in fields.items() if value}
 
 
 @dataclass
@@ -67,6 +98,7 @@ class WorkerPlan:
     model_names: list[str]
     template_hash: str
     namespace: str | None = None
+    scheduling: SchedulingPlan = field(default_factory=SchedulingPlan)
 
     def argv(
         self, host: str, port: int | str, *, command: Sequence[str] = ("kubechat",)
@@ -131,23 +163,58 @@ def _hash(template: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def scheduling_plan(md: ModelDeployment) -> SchedulingPlan:
+    """``spec.scheduling`` as Pod spec fields (nothing set: an empty plan)."""
+    scheduling = md.spec.scheduling.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return SchedulingPlan(
+        node_selector=scheduling.get("nodeSelector") or {},
+        tolerations=scheduling.get("tolerations") or [],
+        affinity=scheduling.get("affinity") or {},
+        priority_class_name=scheduling.get("priorityClassName"),
+    )
+
+
+def _template(
+    args: list[str],
+    env: dict[str, str],
+    resources: ResourcePlan,
+    volumes: list[VolumePlan],
+    scheduling: SchedulingPlan,
+) -> dict[str, Any]:
+    """What ``template_hash`` covers. Fields added since v1alpha1's first release count only
+    once set, so an operator upgrade does not roll pods whose rendering it did not change."""
+    template: dict[str, Any] = {
+        "args": args,
+        "env": env,
+        "resources": {
+            k: v
+            for k, v in asdict(resources).items()
+            if v is not None or k not in ("cpu_limit", "memory_limit")
+        },
+        "volumes": [asdict(v) for v in volumes],
+    }
+    if scheduling.pod_fields():
+        template["scheduling"] = scheduling.pod_fields()
+    return template
+
+
 def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
     """Plan one worker per replica; replicas alone never change ``template_hash``."""
     storage, res = md.spec.storage, md.spec.resources
     volumes = []
     if storage.persistent_volume_claim:
         volumes.append(VolumePlan(storage.persistent_volume_claim, storage.mount_path))
-    resources = ResourcePlan(gpus=res.gpus, cpu=res.cpu, memory=res.memory)
+    resources = ResourcePlan(
+        gpus=res.gpus,
+        cpu=res.cpu,
+        memory=res.memory,
+        cpu_limit=res.cpu_limit,
+        memory_limit=res.memory_limit or res.memory,
+    )
+    scheduling = scheduling_plan(md)
     args = worker_args(md)
     env = worker_env(md, volumes)
-    template_hash = _hash(
-        {
-            "args": args,
-            "env": env,
-            "resources": asdict(resources),
-            "volumes": [asdict(v) for v in volumes],
-        }
-    )
+    template_hash = _hash(_template(args, env, resources, volumes, scheduling))
     workers = [
         WorkerPlan(
             deployment=md.name,
@@ -159,6 +226,7 @@ def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
             volumes=list(volumes),
             model_names=md.model_names,
             template_hash=template_hash,
+            scheduling=scheduling,
         )
         for i in range(md.spec.replicas)
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -190,6 +191,14 @@ class ResourcesSpec(_Strict):
     )
     cpu: Quantity | None = Field(default=None, description="CPU request per replica.")
     memory: Quantity | None = Field(default=None, description="Memory request per replica.")
+    cpu_limit: Quantity | None = Field(
+        default=None, alias="cpuLimit", description="CPU limit per replica (default: none)."
+    )
+    memory_limit: Quantity | None = Field(
+        default=None,
+        alias="memoryLimit",
+        description="Memory limit per replica (default: the memory request).",
+    )
 
 
 class WorkerSpec(_Strict):
@@ -209,6 +218,65 @@ class WorkerSpec(_Strict):
     )
 
 
+KubeObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
+
+
+class Toleration(_Strict):
+    """One toleration of worker pods, as in a Pod's ``spec.tolerations``."""
+
+    key: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="Taint key (every key when unset, with operator Exists)."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (the default)."
+    )
+    value: str | None = Field(default=None, description="Taint value (operator Equal only).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate (every effect when unset)."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        alias="tolerationSeconds",
+        description="How long a NoExecute taint is tolerated (forever when unset).",
+    )
+
+
+class AffinitySpec(_Strict):
+    """``spec.scheduling.affinity``: a Pod's affinity, each part as Kubernetes defines it."""
+
+    node_affinity: KubeObject | None = Field(
+        default=None, alias="nodeAffinity", description="Node affinity (core/v1 NodeAffinity)."
+    )
+    pod_affinity: KubeObject | None = Field(
+        default=None, alias="podAffinity", description="Pod affinity (core/v1 PodAffinity)."
+    )
+    pod_anti_affinity: KubeObject | None = Field(
+        default=None,
+        alias="podAntiAffinity",
+        description="Pod anti-affinity (core/v1 PodAntiAffinity).",
+    )
+
+
+class SchedulingSpec(_Strict):
+    """``spec.scheduling``: where worker pods may run and how they rank for preemption."""
+
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        alias="nodeSelector",
+        description="Node labels a worker's node must have (e.g. a GPU product label).",
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, description="Taints worker pods tolerate (e.g. on dedicated GPU nodes)."
+    )
+    affinity: AffinitySpec | None = Field(default=None, description="Pod affinity rules.")
+    priority_class_name: DnsSubdomain | None = Field(
+        default=None,
+        alias="priorityClassName",
+        description="PriorityClass of worker pods (scheduling order and preemption).",
+    )
+
+
 class ModelDeploymentSpec(_Strict):
     """``spec``: the desired state."""
 
@@ -217,6 +285,9 @@ class ModelDeploymentSpec(_Strict):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per replica.")
     replicas: int = Field(default=1, ge=0, description="Number of workers.")
     worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Worker settings.")
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="Where worker pods run."
+    )
 
 
 class ModelDeployment(_Strict):
@@ -333,6 +404,22 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_QUANTITY_UNITS = {
+    "": 1,
+    "m": Decimal("0.001"),
+    **{suffix: 1000 ** (i + 1) for i, suffix in enumerate("kMGTPE")},
+    **{f"{suffix}i": 1024 ** (i + 1) for i, suffix in enumerate("KMGTPE")},
+}
+
+
+def quantity_value(text: str) -> Decimal:
+    """A Kubernetes quantity (as QUANTITY_PATTERN admits it) as a number: ``8Gi`` -> 8589934592."""
+    number = re.match(r"^[0-9.]+", text)
+    if number is None:
+        raise ValueError(f"not a quantity: {text!r}")
+    return Decimal(number.group()) * _QUANTITY_UNITS[text[number.end() :]]
+
+
 def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
     """Rules that span fields (the CRD schema cannot express them)."""
     problems = []
@@ -341,6 +428,23 @@ def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
         problems.append(
             ("spec.resources.maxGpuMemory", "is a per-GPU cap: set gpus >= 1 or remove it")
         )
+    for request, limit, field in (
+        (res.cpu, res.cpu_limit, "cpuLimit"),
+        (res.memory, res.memory_limit, "memoryLimit"),
+    ):
+        if request and limit and quantity_value(limit) < quantity_value(request):
+            what = field.removesuffix("Limit")
+            problems.append(
+                (f"spec.resources.{field}", f"must be at least {what} ({request}), got {limit}")
+            )
+    for i, toleration in enumerate(md.spec.scheduling.tolerations or []):
+        where = f"spec.scheduling.tolerations[{i}]"
+        if toleration.operator == "Exists" and toleration.value:
+            problems.append((f"{where}.value", "must be empty with operator Exists"))
+        if toleration.key is None and toleration.operator != "Exists":
+            problems.append((f"{where}.operator", "must be Exists when no key is given"))
+        if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+            problems.append((f"{where}.tolerationSeconds", "needs effect NoExecute"))
     return problems
 
 

@@ -23,6 +23,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="container image of worker pods (also $KUBECHAT_WORKER_IMAGE)",
     )
     parser.add_argument(
+        "--worker-image-pull-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="imagePullSecret of worker pods, in the workers' namespace (repeatable)",
+    )
+    parser.add_argument(
         "--worker-service-account",
         default=os.environ.get("KUBECHAT_WORKER_SERVICE_ACCOUNT", "kubechat-worker"),
         help="service account of worker pods (it must be allowed to write Leases)",
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ControllerSettings(
         pods=PodSettings(
             image=args.worker_image,
+            image_pull_secrets=tuple(args.worker_image_pull_secret),
             service_account=args.worker_service_account,
             drain_grace=args.drain_grace,
             lease_renew_interval=args.lease_renew_interval,

@@ -32,6 +32,9 @@ class PodSettings:
     lease_renew_interval: float = 2.0
     lease_duration: float = 6.0
     startup_seconds: int = 3600  # how long a model may take to load before the pod is restarted
+    # Secrets (in each workers' namespace) for pulling ``image``: the operator picks the image,
+    # so its credentials come with it rather than with each ModelDeployment.
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 def worker_labels(deployment: str, template_hash: str, extra: dict[str, str]) -> dict[str, str]:
@@ -170,5 +173,11 @@ def render_pod(
             },
             "containers": [container],
             "volumes": volumes,
+            **plan.scheduling.pod_fields(),
+            **(
+                {"imagePullSecrets": [{"name": n} for n in settings.image_pull_secrets]}
+                if settings.image_pull_secrets
+                else {}
+            ),
         },
     }

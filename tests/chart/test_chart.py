@@ -407,3 +407,24 @@ def test_existing_key_secret_is_used_not_created() -> None:
     assert not find(docs, "Secret")
     spec = one(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
     assert [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v] == ["my-keys"]
+
+
+def _operator_args(docs: list[dict]) -> list[str]:
+    operator = one(docs, "Deployment", "-operator")
+    return operator["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_worker_pull_secrets_default_to_the_charts_own(all_on_docs: list[dict]) -> None:
+    flag = "--worker-image-pull-secret="
+    assert [a for a in _operator_args(all_on_docs) if a.startswith(flag)] == [
+        f"{flag}registry-credentials"
+    ]
+    docs = render(
+        ALL_ON_VALUES,
+        sets=("workers.imagePullSecrets[0].name=gpu-registry",),
+    )
+    assert [a for a in _operator_args(docs) if a.startswith(flag)] == [f"{flag}gpu-registry"]
+
+
+def test_no_pull_secrets_no_flag(default_docs: list[dict]) -> None:
+    assert not [a for a in _operator_args(default_docs) if "pull-secret" in a]

@@ -178,6 +178,12 @@ INVALID = {
     "bad cpu": ("spec.resources", {"cpu": "two cores"}),
     "numeric env value": ("spec.worker", {"env": {"A": 1}}),
     "bad template name": ("spec.model", {"path": "m", "convTemplate": "my template"}),
+    "bad toleration effect": ("spec.scheduling", {"tolerations": [{"key": "k", "effect": "No"}]}),
+    "toleration typo": ("spec.scheduling", {"tolerations": [{"keys": "k"}]}),
+    "affinity typo": ("spec.scheduling", {"affinity": {"nodeAfinity": {}}}),
+    "numeric node label": ("spec.scheduling", {"nodeSelector": {"gpu": 1}}),
+    "bad priority class": ("spec.scheduling", {"priorityClassName": "High"}),
+    "bad memory limit": ("spec.resources", {"memoryLimit": "lots"}),
 }
 
 
@@ -212,6 +218,28 @@ def test_invalid_specs_are_rejected_by_both_encodings(schema, case):
         ("spec.replicas", 0),
         ("spec.worker", {"env": {"HF_TOKEN": "x", "my.var": "y"}}),
         ("status", {"phase": "Running", "readyReplicas": 1}),
+        ("spec.resources", {"cpu": "1", "cpuLimit": 2, "memory": "1Gi", "memoryLimit": "2Gi"}),
+        (
+            "spec.scheduling",
+            {
+                "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                    {"key": "spot", "value": "y", "effect": "NoExecute", "tolerationSeconds": 5},
+                ],
+                "affinity": {
+                    "podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {
+                                "weight": 1,
+                                "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"},
+                            }
+                        ]
+                    }
+                },
+                "priorityClassName": "inference-high",
+            },
+        ),
     ],
 )
 def test_valid_variants_are_accepted_by_both_encodings(schema, path, value):
@@ -287,6 +315,8 @@ def normalize_pydantic(node: Any, defs: dict[str, Any]) -> Any:
     if options and {"type": "null"} in options and len(options) == 2:
         (inner,) = [o for o in options if o != {"type": "null"}]
         node = {**{k: v for k, v in node.items() if k != "anyOf"}, **inner}
+        if "$ref" in node:  # an optional nested model: `Model | None`
+            return normalize_pydantic(node, defs)
     if "patternProperties" in node:  # env: keys checked by spec.py only (no CRD equivalent)
         (values,) = node["patternProperties"].values()
         node = {k: v for k, v in node.items() if k != "patternProperties"}
@@ -300,10 +330,16 @@ def normalize_pydantic(node: Any, defs: dict[str, Any]) -> Any:
         if key == "additionalProperties" and value is False:  # CRDs prune instead
             continue
         if key == "properties":
+            nullable = {name for name, v in value.items() if {"type": "null"} in v.get("anyOf", [])}
             value = {name: normalize_pydantic(v, defs) for name, v in value.items()}
             for name, prop in value.items():
-                # Optional objects built by default_factory: the CRD says `default: {}`.
-                if prop.get("type") == "object" and name not in node.get("required", []):
+                # Optional objects built by default_factory: the CRD says `default: {}`
+                # (``X | None = None`` ones are left out until given).
+                if (
+                    prop.get("type") == "object"
+                    and name not in node.get("required", [])
+                    and name not in nullable
+                ):
                     prop.setdefault("default", {})
             out[key] = value
         elif key == "required":

@@ -81,7 +81,8 @@ def test_gpu_worker_flags_resources_and_volume(manifest):
         "--deployment": "chat",
     }
     assert worker.model_names == ["baichuan", "bc"]
-    assert worker.resources.limits() == {"nvidia.com/gpu": "2"}
+    # memory is limited to its request by default, CPU is not limited unless asked
+    assert worker.resources.limits() == {"nvidia.com/gpu": "2", "memory": "64Gi"}
     assert worker.resources.requests() == {"cpu": "4", "memory": "64Gi"}
     (volume,) = worker.volumes
     assert (volume.claim_name, volume.mount_path, volume.read_only) == ("models", "/models", True)
@@ -139,10 +140,43 @@ def test_template_hash_ignores_replicas_and_is_stable(manifest):
         {"spec.worker.limitConcurrency": 4},
         {"spec.worker.streamInterval": 2},
         {"spec.worker.env": {"A": "b"}},
+        {"spec.resources.cpuLimit": "4"},
+        {"spec.resources": {"memory": "8Gi", "memoryLimit": "16Gi"}},
+        {"spec.scheduling.nodeSelector": {"gpu": "a100"}},
+        {"spec.scheduling.tolerations": [{"key": "gpu", "operator": "Exists"}]},
+        {"spec.scheduling.affinity": {"nodeAffinity": {"x": 1}}},
+        {"spec.scheduling.priorityClassName": "inference"},
     ],
 )
 def test_template_hash_changes_with_what_defines_a_worker(manifest, change):
     assert plan_of(manifest, change).template_hash != plan_of(manifest).template_hash
+
+
+def test_limits_when_asked_for(manifest):
+    resources = {"cpu": "2", "memory": "8Gi", "cpuLimit": "4", "memoryLimit": "12Gi"}
+    (worker,) = plan_of(manifest, {"spec.resources": resources}).workers
+    assert worker.resources.requests() == {"cpu": "2", "memory": "8Gi"}
+    assert worker.resources.limits() == {"cpu": "4", "memory": "12Gi"}
+
+
+def test_template_hash_of_a_spec_without_new_fields_is_what_it_was(manifest):
+    """Limits and scheduling arrived after the first release: unset, they leave the hash (and
+    the pods running under an older operator) alone. Pinned values from before they existed."""
+    assert plan_of(manifest).template_hash == "c670306f60"
+    assert plan_of(manifest, {"spec.resources.cpu": "2"}).template_hash == "3626dbd29d"
+
+
+def test_scheduling_becomes_pod_fields(manifest):
+    scheduling = {
+        "nodeSelector": {"nvidia.com/gpu.product": "A100"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "priorityClassName": "inference-high",
+    }
+    (worker,) = plan_of(manifest, {"spec.scheduling": scheduling}).workers
+    assert worker.scheduling.pod_fields() == scheduling
+    (plain,) = plan_of(manifest).workers
+    assert plain.scheduling.pod_fields() == {}
 
 
 def test_args_parse_with_the_worker_command():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from kubechat.spec import SpecError, is_demo_model, parse_model_deployment
+from kubechat.spec import SpecError, is_demo_model, parse_model_deployment, quantity_value
 
 
 def errors_of(obj) -> dict[str, str]:
@@ -123,6 +125,51 @@ def test_to_dict_parses_back_to_the_same_deployment(manifest):
         ({"spec.model.trust_remote_code": True}, "spec.model.trust_remote_code", "trustRemoteCode"),
         ({"spec.resources.gpu": 1}, "spec.resources.gpu", "unknown field"),
         ({"spec.model": "org/model"}, "spec.model", "must be a mapping"),
+        (
+            {"spec.resources": {"memory": "16Gi", "memoryLimit": "8Gi"}},
+            "spec.resources.memoryLimit",
+            "must be at least memory (16Gi), got 8Gi",
+        ),
+        (
+            {"spec.resources": {"cpu": "2", "cpuLimit": "1500m"}},
+            "spec.resources.cpuLimit",
+            "must be at least cpu",
+        ),
+        (
+            {"spec.scheduling.tolerations": [{"key": "gpu", "operator": "Exists", "value": "x"}]},
+            "spec.scheduling.tolerations[0].value",
+            "empty with operator Exists",
+        ),
+        (
+            {"spec.scheduling.tolerations": [{"effect": "NoSchedule"}]},
+            "spec.scheduling.tolerations[0].operator",
+            "must be Exists when no key",
+        ),
+        (
+            {"spec.scheduling.tolerations": [{"key": "k", "tolerationSeconds": 30}]},
+            "spec.scheduling.tolerations[0].tolerationSeconds",
+            "needs effect NoExecute",
+        ),
+        (
+            {"spec.scheduling.tolerations": [{"key": "k", "effect": "Never"}]},
+            "spec.scheduling.tolerations[0].effect",
+            "must be one of",
+        ),
+        (
+            {"spec.scheduling.affinity": {"nodeAfinity": {}}},
+            "spec.scheduling.affinity.nodeAfinity",
+            "did you mean 'nodeAffinity'",
+        ),
+        (
+            {"spec.scheduling.nodeSelector": {"gpu": 1}},
+            "spec.scheduling.nodeSelector.gpu",
+            "must be a string",
+        ),
+        (
+            {"spec.scheduling.priorityClassName": "High Priority"},
+            "spec.scheduling.priorityClassName",
+            "DNS-1123 subdomain",
+        ),
         ({"apiVersion": "kubechat.dev/v1"}, "apiVersion", "kubechat.dev/v1alpha1"),
         ({"kind": "Deployment"}, "kind", "ModelDeployment"),
     ],
@@ -131,6 +178,55 @@ def test_each_error_names_its_field(manifest, change, path, message):
     errors = errors_of(manifest(change))
     assert path in errors, errors
     assert message in errors[path]
+
+
+def test_scheduling_and_limits_parse(manifest):
+    md = parse_model_deployment(
+        manifest(
+            {
+                "spec.resources": {"cpu": 2, "memory": "8Gi", "cpuLimit": 4, "memoryLimit": "8Gi"},
+                "spec.scheduling": {
+                    "nodeSelector": {"nvidia.com/gpu.product": "A100"},
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                        {
+                            "key": "spot",
+                            "value": "yes",
+                            "effect": "NoExecute",
+                            "tolerationSeconds": 60,
+                        },
+                    ],
+                    "affinity": {
+                        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+                    },
+                    "priorityClassName": "inference-high",
+                },
+            }
+        )
+    )
+    assert (md.spec.resources.cpu_limit, md.spec.resources.memory_limit) == ("4", "8Gi")
+    scheduling = md.spec.scheduling
+    assert scheduling.tolerations[1].toleration_seconds == 60
+    assert scheduling.affinity.node_affinity == {
+        "requiredDuringSchedulingIgnoredDuringExecution": {}
+    }
+    assert parse_model_deployment(md.to_dict()) == md
+    assert parse_model_deployment(manifest()).to_dict()["spec"]["scheduling"] == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", "0.5"),
+        ("2", "2"),
+        ("1.5", "1.5"),
+        ("8Gi", str(8 * 2**30)),
+        ("16G", "16e9"),
+        (".5Ki", "512"),
+    ],
+)
+def test_quantities_compare_by_value(text, value):
+    assert quantity_value(text) == Decimal(value)
 
 
 def test_missing_required_fields_are_listed_together():

@@ -12,6 +12,7 @@ from kubechat.discovery.records import WorkerRecord
 from kubechat.manifests import load_manifests
 from kubechat.operator.pods import PodSettings, pod_name, render_pod
 from kubechat.plan import plan_deployment
+from kubechat.spec import parse_model_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 OWNER = {"name": "baichuan-13b-chat", "uid": "0b1c2d3e-0000-4000-8000-000000000001"}
@@ -95,3 +96,76 @@ def test_example_manifests_parse() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["kind"] == "ModelDeployment"
         assert load_manifests([path])
+
+
+SCHEDULED = {
+    "resources": {"gpus": 1, "cpu": "4", "memory": "32Gi", "cpuLimit": "8"},
+    "scheduling": {
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "spot", "value": "yes", "effect": "NoExecute", "tolerationSeconds": 120},
+        ],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {
+                                "matchLabels": {"kubechat.dev/deployment": "scheduled"}
+                            },
+                        },
+                    }
+                ]
+            }
+        },
+        "priorityClassName": "inference-high",
+    },
+}
+
+
+def scheduled_pod(settings: PodSettings) -> dict:
+    body = {
+        "apiVersion": "kubechat.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "scheduled"},
+        "spec": {"model": {"path": "org/model"}, **SCHEDULED},
+    }
+    plan = plan_deployment(parse_model_deployment(body))
+    return render_pod(plan.workers[0], pod_name("scheduled", plan.template_hash), OWNER, settings)
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.34.0"])
+def test_scheduling_sizing_and_pull_secrets_reach_the_pod(version: str) -> None:
+    pod = scheduled_pod(PodSettings(image_pull_secrets=("registry-a", "registry-b")))
+    kubernetes_validate.validate(pod, version, strict=True)
+    spec = pod["spec"]
+    scheduling = SCHEDULED["scheduling"]
+    assert spec["nodeSelector"] == scheduling["nodeSelector"]
+    assert spec["tolerations"] == scheduling["tolerations"]
+    assert spec["affinity"] == scheduling["affinity"]
+    assert spec["priorityClassName"] == "inference-high"
+    assert spec["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
+    resources = spec["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "32Gi"}
+    assert resources["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+
+
+def test_a_pod_without_scheduling_has_none_of_its_fields() -> None:
+    spec = baichuan_pod()["spec"]
+    for field in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        assert field not in spec
+    assert "imagePullSecrets" not in spec
+
+
+def test_the_operator_flag_names_the_pull_secrets() -> None:
+    import argparse
+
+    from kubechat.operator.command import configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(["--worker-image-pull-secret=a", "--worker-image-pull-secret", "b"])
+    assert args.worker_image_pull_secret == ["a", "b"]
