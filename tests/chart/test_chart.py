@@ -156,6 +156,8 @@ def test_rbac_is_least_privilege(default_docs: list[dict]) -> None:
     operator = _rules(one(default_docs, "Role", "-operator"))
     assert operator[("", "pods")] == {"get", "list", "watch", "create", "delete"}
     assert operator[("kubechat.dev", "modeldeployments/status")] == {"get", "patch"}
+    # blockOwnerDeletion on the pods' ownerReference (OwnerReferencesPermissionEnforcement)
+    assert operator[("kubechat.dev", "modeldeployments/finalizers")] == {"update"}
     assert not find(default_docs, "ClusterRole", "-operator")
     (cluster,) = find(default_docs, "ClusterRole")
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in cluster["rules"])
@@ -168,6 +170,7 @@ def test_rbac_is_least_privilege(default_docs: list[dict]) -> None:
 def test_cluster_wide_operator_uses_a_cluster_role(all_on_docs: list[dict]) -> None:
     role = _rules(one(all_on_docs, "ClusterRole", "-operator"))
     assert role[("", "pods")] == {"get", "list", "watch", "create", "delete"}
+    assert role[("kubechat.dev", "modeldeployments/finalizers")] == {"update"}
     args = one(all_on_docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
     assert arg_value(args["args"], "--namespace") is None  # all namespaces
 
@@ -428,3 +431,19 @@ def test_worker_pull_secrets_default_to_the_charts_own(all_on_docs: list[dict]) 
 
 def test_no_pull_secrets_no_flag(default_docs: list[dict]) -> None:
     assert not [a for a in _operator_args(default_docs) if "pull-secret" in a]
+
+
+def test_operator_may_block_owner_deletion_as_its_pods_do(default_docs: list[dict]) -> None:
+    """The operator's pods set blockOwnerDeletion; with OwnerReferencesPermissionEnforcement
+    (OpenShift) their creation needs update on modeldeployments/finalizers."""
+    from kubechat.manifests import load_manifests
+    from kubechat.operator.pods import PodSettings, render_pod
+    from kubechat.plan import plan_deployment
+
+    (md,) = load_manifests([REPO / "examples" / "demo-cluster.yaml"])
+    worker = plan_deployment(md).workers[0]
+    pod = render_pod(worker, "demo-x", {"name": "demo", "uid": "u"}, PodSettings())
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert owner["blockOwnerDeletion"] is True
+    operator = _rules(one(default_docs, "Role", "-operator"))
+    assert "update" in operator[("kubechat.dev", "modeldeployments/finalizers")]

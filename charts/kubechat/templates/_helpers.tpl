@@ -98,6 +98,12 @@ resources:
 - apiGroups: [kubechat.dev]
   resources: [modeldeployments/status]
   verbs: [get, patch]
+# Worker pods' ownerReference to their ModelDeployment sets blockOwnerDeletion; where the
+# OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift), creating such a pod
+# needs update on the owner's finalizers.
+- apiGroups: [kubechat.dev]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
 # Worker pods: created and deleted one by one (no delete-collection, no update).
 - apiGroups: [""]
   resources: [pods]
