@@ -269,9 +269,15 @@ class Serving:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self.metrics.prompt_tokens.labels(job.model).inc(job.prompt_tokens)
-        self.metrics.completion_tokens.labels(job.model).inc(sum(s.completion_tokens for s in seqs))
+            try:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                # tokens are work done, also for a request cancelled or failed midway (its
+                # prompt counts once it was prefilled, which the first token shows)
+                completion = sum(s.completion_tokens for s in seqs)
+                if completion:
+                    self.metrics.prompt_tokens.labels(job.model).inc(job.prompt_tokens)
+                self.metrics.completion_tokens.labels(job.model).inc(completion)
         self.metrics.e2e.labels(job.model).observe(time.perf_counter() - job.started)
         return seqs
 

@@ -78,7 +78,7 @@ def build_demo_model(
     if not force and is_complete(out_dir, fingerprint):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out_dir):
+    with build_lock(out_dir):
         _check_target(out_dir)
         if not force and is_complete(out_dir, fingerprint):
             return out_dir  # another process built it while we waited
@@ -139,7 +139,8 @@ def _check_target(out_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(out_dir: Path) -> Iterator[None]:
+def build_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the lock every build of ``out_dir`` takes (a file beside it) for the block."""
     lock_path = out_dir.parent / f".{out_dir.name}.lock"
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

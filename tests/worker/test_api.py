@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -138,13 +141,48 @@ def test_completions_endpoint(worker: Worker, demo_model_dir) -> None:
     assert "".join(c.choices[0].text for c in chunks if c.choices) == out.choices[0].text
 
 
-def test_generation_config_defaults_apply(worker: Worker) -> None:
-    # no temperature given: the model samples with its generation_config defaults; a fixed seed
-    # makes that reproducible, and an explicit temperature of 0 still wins.
-    kw = {"model": worker.model, "messages": [{"role": "user", "content": SEED_QUESTION}]}
-    a = worker.client.chat.completions.create(seed=3, **kw)
-    b = worker.client.chat.completions.create(seed=3, **kw)
-    assert a.choices[0].message.content == b.choices[0].message.content
+def _chat(worker: Worker, **kw):
+    """A chat request for the seed question that sets only what ``kw`` sets."""
+    messages = [{"role": "user", "content": SEED_QUESTION}]
+    return worker.client.chat.completions.create(model=worker.model, messages=messages, **kw)
+
+
+def _text(reply) -> str:
+    return reply.choices[0].message.content
+
+
+def test_generation_config_defaults_apply(worker: Worker, demo_model_dir) -> None:
+    """A request that leaves sampling out gets generation_config.json's: its max_new_tokens
+    and do_sample (the demo's temperature 0.3, top_p 0.85, top_k 5 keep the answer)."""
+    gen = _generation_config(demo_model_dir)
+    assert gen["do_sample"] and gen["max_new_tokens"] == 64  # what the checks below rely on
+    # a reply that never meets eos stops at max_new_tokens, not at the worker's own fallback
+    endless = _chat(worker, seed=1, extra_body={"ignore_eos": True})
+    assert endless.usage.completion_tokens == gen["max_new_tokens"]
+    assert endless.choices[0].finish_reason == "length"
+
+    # it is sampled: past its trained answer the text changes with the seed, and a seed
+    # repeats it
+    def sampled(seed: int) -> str:
+        return _text(_chat(worker, seed=seed, max_tokens=40, extra_body={"ignore_eos": True}))
+
+    texts = {seed: sampled(seed) for seed in range(1, 7)}
+    assert len(set(texts.values())) > 1
+    assert sampled(1) == texts[1]
+    # sampled with the config's settings, the seed question is still answered right
+    assert "K2" in _text(_chat(worker, seed=11))
+
+
+def test_a_requests_own_values_beat_the_generation_config(worker: Worker) -> None:
+    short = _chat(worker, seed=1, max_tokens=7, extra_body={"ignore_eos": True})
+    assert short.usage.completion_tokens == 7
+    assert short.choices[0].finish_reason == "length"
+    # temperature 0 is greedy although the config samples: every seed gives the same text
+    greedy = {
+        _text(_chat(worker, seed=s, temperature=0, max_tokens=40, extra_body={"ignore_eos": True}))
+        for s in range(1, 7)
+    }
+    assert len(greedy) == 1
 
 
 @pytest.mark.parametrize(
@@ -325,25 +363,23 @@ def test_health_endpoints(worker: Worker) -> None:
 
 
 @pytest.mark.slow
-def test_full_worker_429_then_disconnect_frees_the_slot(demo_model_dir, tmp_path) -> None:
+def test_full_worker_429_then_disconnect_stops_the_generation(demo_model_dir, tmp_path) -> None:
     """With --limit-worker-concurrency 1: a second request gets 429 with Retry-After; a client
-    that goes away frees its slot at once, and 503 is answered while the model loads."""
+    that goes away stops its generation at once, long before max_tokens, and frees its slot."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    max_tokens = 400
     body = {
         "model": "kubechat-demo",
         "messages": [{"role": "user", "content": SEED_QUESTION}],
-        "max_tokens": 400,
+        "max_tokens": max_tokens,
         "temperature": 1.0,
         "stream": True,
     }
+    tokens = 'kubechat_worker_completion_tokens_total{model="kubechat-demo"}'
     argv = worker_argv(demo_model_dir, port, "--limit-worker-concurrency", "1")
-    with running(argv, ready_url=f"{url}/health", log_path=tmp_path / "w.log"):
-        early = httpx.post(f"{url}/v1/chat/completions", json={**body, "stream": False})
-        if early.status_code == 503:  # still loading: the answer says so
-            assert early.json()["error"]["code"] == "loading"
-            assert "Retry-After" in early.headers
-        _wait_ready(url)
+    with running(argv, ready_url=f"{url}/health/ready", log_path=tmp_path / "w.log"):
+        tokens_before = _metric_url(url, tokens)
         with (
             httpx.Client(timeout=30) as c,
             c.stream(
@@ -357,11 +393,26 @@ def test_full_worker_429_then_disconnect_frees_the_slot(demo_model_dir, tmp_path
             assert busy.status_code == 429
             assert busy.json()["error"]["type"] == "rate_limit_error"
             assert int(busy.headers["Retry-After"]) >= 1
-        # the client closed its stream: the slot comes back quickly
-        deadline = time.monotonic() + 5
-        while _metric_url(url, "kubechat_worker_in_flight") != 0:
-            assert time.monotonic() < deadline, "slot not freed after disconnect"
-            time.sleep(0.05)
+            stamps = [time.monotonic() for line in itertools.islice(lines, 12) if line]
+        closed = time.monotonic()
+        pace = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # seconds per token, about
+        # the engine counts the sequence as running until its generation is cancelled; left
+        # to run, the other half of max_tokens alone would take max_tokens / 2 * pace
+        until(
+            lambda: (
+                _metric_url(url, "kubechat_worker_running") == 0
+                and _metric_url(url, "kubechat_worker_in_flight") == 0
+            ),
+            timeout=30,
+            interval=0.02,
+            what="generation stopped after the disconnect",
+        )
+        assert time.monotonic() - closed < max_tokens / 2 * pace
+        # the cut request's tokens are counted once it ends: far fewer than max_tokens
+        generated = until(lambda: _metric_url(url, tokens) - tokens_before, timeout=10)
+        assert len(stamps) <= generated < max_tokens / 2
+        time.sleep(2 * pace)
+        assert _metric_url(url, tokens) - tokens_before == generated  # and no more come
         ok = httpx.post(
             f"{url}/v1/chat/completions",
             json={**body, "stream": False, "max_tokens": 4},
@@ -370,23 +421,51 @@ def test_full_worker_429_then_disconnect_frees_the_slot(demo_model_dir, tmp_path
         assert ok.status_code == 200
 
 
-def test_early_503_while_loading_is_openai_error(demo_model_dir, tmp_path) -> None:
+def test_503_while_the_model_loads(demo_model_dir, tmp_path) -> None:
+    """Until its model is loaded a worker answers 503 in OpenAI's error JSON with Retry-After.
+
+    The load is held up for a real reason: the worker serves kubechat:demo from a cache where
+    another process is building it (this test holds the build lock), as when several workers
+    start at once. Polled from the moment the port opens, the 503s come before the first 200.
+    """
+    from kubechat.demo_model.build import build_lock
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    seen: list[int] = []
-    with running(
-        worker_argv(demo_model_dir, port), ready_url=f"{url}/health", log_path=tmp_path / "w.log"
-    ):
-        r = httpx.post(
-            f"{url}/v1/chat/completions",
-            json={"model": "kubechat-demo", "messages": [{"role": "user", "content": "hi"}]},
-            timeout=60,
-        )
-        seen.append(r.status_code)
-        if r.status_code == 503:
-            assert r.json()["error"]["code"] == "loading"
-            assert httpx.get(f"{url}/health/ready").status_code in (200, 503)
-    assert seen[0] in (200, 503)
+    body = {
+        "model": "kubechat-demo",
+        "messages": [{"role": "user", "content": SEED_QUESTION}],
+        "temperature": 0,
+    }
+    env = {"KUBECHAT_CACHE": str(cache)}
+    argv = worker_argv("kubechat:demo", port)
+    with contextlib.ExitStack() as other_build:
+        other_build.enter_context(build_lock(cache / "demo-model"))
+        with running(argv, ready_url=f"{url}/health", log_path=tmp_path / "w.log", env=env):
+            for _ in range(3):  # the model cannot be ready while the build lock is held
+                r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+                assert r.status_code == 503, r.text
+                error = r.json()["error"]
+                assert error["code"] == "loading" and error["message"] and error["type"]
+                assert int(r.headers["Retry-After"]) >= 1
+                ready = httpx.get(f"{url}/health/ready")
+                assert (ready.status_code, ready.json()) == (503, {"status": "loading"})
+            # the other build is done: its model is in the cache and its lock let go
+            shutil.copytree(demo_model_dir, cache / "demo-model")
+            other_build.close()
+            statuses = []
+            deadline = time.monotonic() + 120
+            while not statuses or statuses[-1] != 200:
+                assert time.monotonic() < deadline, statuses[-5:]
+                r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+                statuses.append(r.status_code)
+                if r.status_code == 503:
+                    assert r.json()["error"]["code"] == "loading"
+                    time.sleep(0.05)
+            assert set(statuses[:-1]) <= {503}
+            assert "K2" in r.json()["choices"][0]["message"]["content"]
 
 
 def test_remote_code_needs_the_flag(demo_model_dir, tmp_path) -> None:
