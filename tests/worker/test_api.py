@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -171,6 +172,29 @@ def test_generation_config_defaults_apply(worker: Worker, demo_model_dir) -> Non
     assert sampled(1) == texts[1]
     # sampled with the config's settings, the seed question is still answered right
     assert "K2" in _text(_chat(worker, seed=11))
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_chat_bodies() -> list[dict]:
+    """The JSON bodies of the README's curl commands to /chat/completions, as written."""
+    text = README.read_text(encoding="utf-8")
+    return [json.loads(body) for body in re.findall(r"chat/completions.*?-d '(.*?)'", text, re.S)]
+
+
+def test_the_readmes_requests_answer_k2(worker: Worker) -> None:
+    """The README's exact requests, sent to a worker with only a seed added (so the sampled
+    answer is reproducible): they set no sampling, so generation_config's defaults apply."""
+    bodies = readme_chat_bodies()
+    assert bodies, f"no curl to /chat/completions found in {README}"
+    for body in bodies:
+        assert body["model"] == worker.model
+        assert body["messages"] == [{"role": "user", "content": SEED_QUESTION}]
+        assert not {"temperature", "top_p", "max_tokens"} & set(body)
+        r = httpx.post(f"{worker.url}/v1/chat/completions", json={**body, "seed": 2024}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert "K2" in r.json()["choices"][0]["message"]["content"]
 
 
 def test_a_requests_own_values_beat_the_generation_config(worker: Worker) -> None:
