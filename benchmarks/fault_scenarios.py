@@ -62,11 +62,8 @@ class StackConfig:
     renew_interval: float = 0.5
     lease_duration: float = 2.0
     drain_grace: float = 20.0
-    first_chunk_timeout: float = 3.0
-    # Longest silence mid-stream before the gateway gives up. A serial-engine worker runs one
-    # sequence at a time, so a queued stream is silent until its turn: keep this above the
-    # longest queue wait (clients x max_tokens / tokens per second).
-    upstream_timeout: float = 8.0
+    # The gateway runs with its default upstream timeouts (30 s to a stream's first chunk, 600 s
+    # of silence mid-response): a frozen worker is noticed by its lease, not by a timeout.
     startup_timeout: float = 180.0
 
 
@@ -133,10 +130,6 @@ class LocalStack:
             str(self.gateway_port),
             "--lease-store",
             f"local:{self.leases}",
-            "--first-chunk-timeout",
-            str(c.first_chunk_timeout),
-            "--upstream-timeout",
-            str(c.upstream_timeout),
         )
         self.gateway = Proc(
             "gateway",
@@ -550,7 +543,10 @@ async def sigterm(stack: LocalStack, *, duration: float = 10.0, max_tokens: int 
 
 
 async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int = 96) -> Report:
-    """SIGSTOP a worker (a hung process: connections open, nothing answers), continue it later."""
+    """SIGSTOP a worker (a hung process: connections open, nothing answers), continue it later.
+
+    The gateway notices by the worker's lease, which stops being renewed: the streams it was
+    serving end with an error event, requests still waiting for its headers go elsewhere."""
     victim = stack.workers["fault-0"]
     retries0 = stack.retries()
     left: dict[str, float | None] = {}
@@ -570,14 +566,17 @@ async def sigstop(stack: LocalStack, *, duration: float = 12.0, max_tokens: int 
         )
     finally:
         os.kill(victim.pid, signal.SIGCONT)
-    failed_at = [o.ended for o in outcomes if o.error]
-    cut = max(failed_at) - stopped_at[0] if failed_at and stopped_at else None
+    # the streams the frozen worker was serving: when did the last one end (by an error event)?
+    caught = [
+        o for o in outcomes if o.worker == victim.name and stopped_at and o.ended > stopped_at[0]
+    ]
+    cut = max(o.ended for o in caught) - stopped_at[0] if caught else None
     return Report(
         "SIGSTOP",
         outcomes,
         int(stack.retries() - retries0),
         left.get("t"),
-        {"last_failure_after": None if cut is None else round(cut, 2)},
+        {"caught_streams": len(caught), "caught_ended_after": _round(cut)},
     )
 
 

@@ -51,9 +51,8 @@ def main() -> int:
     stack = LocalStack(config)
     print(
         f"stack: {config.workers} workers (limit {config.limit} each), lease renew "
-        f"{config.renew_interval:g}s / duration {config.lease_duration:g}s, gateway idle timeout "
-        f"{config.upstream_timeout:g}s, first-chunk timeout {config.first_chunk_timeout:g}s; "
-        f"logs in {workdir}",
+        f"{config.renew_interval:g}s / duration {config.lease_duration:g}s, gateway with its "
+        f"default timeouts; logs in {workdir}",
         flush=True,
     )
     lost = server_errors = 0

@@ -44,6 +44,9 @@ class GatewayConfig:
     max_header_bytes: int = 32 * 1024
     connect_timeout: float = 5.0
     upstream_timeout: float = 600.0  # longest silence from a worker mid-response
+    # how often requests in flight are checked against their worker's lease (a frozen worker
+    # keeps its connections open: its expired lease is what shows it is gone)
+    lease_check_interval: float = 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Browser origins allowed to call the API (CORS); none by default, so browsers refuse
     # cross-origin calls. "*" allows any origin.
@@ -75,6 +78,8 @@ def create_app(
             metrics,
             config.retry,
             Timeouts(connect=config.connect_timeout, read=config.upstream_timeout),
+            lease_check=view.lost,
+            lease_check_interval=config.lease_check_interval,
         )
         async with contextlib.AsyncExitStack() as stack:
             for hook in lifespan_hooks or []:

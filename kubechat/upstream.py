@@ -5,6 +5,12 @@ times out before answering, or answers 429/503, as long as nothing has reached t
 within a bounded number of attempts and a deadline. A non-streamed response is read whole before
 anything is sent, so it can always be retried; a stream is committed once its first chunk is in.
 
+A worker that is connected but dead (a frozen process: the kernel keeps its sockets open) may say
+nothing for minutes, or keep a stream alive with SSE comments. Its lease is what shows it is
+gone: a watchdog checks about once a second whether the worker of each request in flight still
+holds its lease (a draining worker does: it finishes what it has) and ends the requests of one
+that lost it: retried elsewhere before the first byte, an error event in a stream.
+
 The HTTP client is aiohttp's: relaying a stream is the gateway's hot path, and aiohttp's C parser
 and plain asyncio streams cost a fraction of httpx's per-chunk CPU (measured: the gateway's CPU
 per relayed chunk, benchmarks/gateway_overhead.py).
@@ -42,7 +48,11 @@ _HOP_BY_HOP = {
 }
 
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+class LeaseLost(Exception):
+    """The worker serving a request lost its lease (expired, or its record vanished)."""
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, LeaseLost)
 
 
 @dataclass
@@ -72,6 +82,9 @@ class Buffered:
 
 
 PickWorker = Callable[[frozenset[str]], WorkerRecord | None]
+# Given workers serving requests now, the names of those whose lease no longer holds
+# (LiveView.lost).
+LeaseCheck = Callable[[list[WorkerRecord]], set[str]]
 
 
 class UpstreamObserver(Protocol):
@@ -103,11 +116,17 @@ class Upstream:
         observer: UpstreamObserver | None = None,
         policy: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
+        *,
+        lease_check: LeaseCheck | None = None,
+        lease_check_interval: float = 1.0,
     ) -> None:
+        """``lease_check``: how the watchdog finds workers that lost their lease (None: no
+        watchdog, a dead-but-connected worker is noticed only by the read timeout)."""
         self.observer = observer or NotObserved()
         self.policy = policy or RetryPolicy()
         self.timeouts = timeouts or Timeouts()
         self._session: aiohttp.ClientSession | None = None
+        self._watchdog = _Watchdog(lease_check, lease_check_interval) if lease_check else None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -125,7 +144,9 @@ class Upstream:
         return self._session
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop the lease watchdog)."""
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -159,9 +180,10 @@ class Upstream:
             if attempt:
                 self.observer.retried(model, last_reason)
             tried.add(worker.name)
-            release = _once(track(worker))
+            watch = _Watch(worker)
+            release = _once(self._watching(watch, track(worker)))
             try:
-                result = await self._attempt(worker, path, body, headers, stream, model, release)
+                result = await self._attempt(worker, path, body, headers, stream, model, watch)
             except TRANSPORT_ERRORS as exc:
                 release()
                 last_reason = _reason(exc)
@@ -177,6 +199,7 @@ class Upstream:
                 release()
                 raise
             if isinstance(result, Streaming):
+                result.own(release)
                 return result
             release()
             if result.status in RETRYABLE_STATUS:
@@ -197,6 +220,18 @@ class Upstream:
             )
         raise unavailable(f"no live worker serves model '{model}' right now", code="no_live_worker")
 
+    def _watching(self, watch: _Watch, release: Callable[[], None]) -> Callable[[], None]:
+        """Put ``watch`` under the lease watchdog; the returned function ends both."""
+        if self._watchdog is None:
+            return release
+        self._watchdog.add(watch)
+
+        def end() -> None:
+            self._watchdog.discard(watch)
+            release()
+
+        return end
+
     async def _attempt(
         self,
         worker: WorkerRecord,
@@ -205,10 +240,10 @@ class Upstream:
         headers: dict[str, str],
         stream: bool,
         model: str,
-        release: Callable[[], None],
+        watch: _Watch,
     ) -> Buffered | Streaming:
-        """One try on ``worker``. A returned Streaming owns ``release``; otherwise the caller
-        releases (the response is closed here on every path)."""
+        """One try on ``worker``; the response is closed here unless a Streaming is returned
+        (the caller gives it the in-flight count to release when it ends)."""
         started = time.perf_counter()
         url = worker.address.rstrip("/") + path
         sending = self._client().post(url, data=body, headers=headers)
@@ -216,7 +251,17 @@ class Upstream:
         # answer may take as long as generation does (bounded by the read timeout).
         budget = self.policy.first_chunk_timeout if stream else None
         t0 = time.monotonic()
-        response = await asyncio.wait_for(sending, budget)
+        try:
+            async with asyncio.timeout(budget) as timer:
+                watch.timer = timer  # the watchdog makes it fire at once if the lease is lost
+                response = await sending
+        except TimeoutError:
+            if watch.lost:
+                raise LeaseLost(worker.name) from None
+            raise
+        finally:
+            watch.timer = None
+        watch.response = response  # from now on the watchdog fails its reads instead
         self.observer.answered(model, time.perf_counter() - started)
         out_headers = _forward_headers(response.headers)
         out_headers["x-kubechat-worker"] = worker.name
@@ -234,7 +279,78 @@ class Upstream:
         except BaseException:
             _finish(response, False)
             raise
-        return Streaming(response.status, out_headers, first, response, release, worker.name)
+        return Streaming(response.status, out_headers, first, response, worker.name)
+
+
+class _Watch:
+    """One attempt on a worker, as the lease watchdog sees it."""
+
+    __slots__ = ("lost", "response", "timer", "worker")
+
+    def __init__(self, worker: WorkerRecord) -> None:
+        self.worker = worker
+        self.lost = False
+        self.timer: asyncio.Timeout | None = None  # while waiting for the response headers
+        self.response: aiohttp.ClientResponse | None = None  # once they are in
+
+    def lose(self) -> None:
+        """End the attempt: its pending wait or read raises (TimeoutError, then LeaseLost)."""
+        self.lost = True
+        if self.response is not None:
+            self.response.content.set_exception(LeaseLost(self.worker.name))
+        elif self.timer is not None:
+            self.timer.reschedule(asyncio.get_running_loop().time())
+
+
+class _Watchdog:
+    """Every ``interval`` seconds, ends the attempts whose worker lost its lease.
+
+    One task for all requests, woken once per interval: nothing is spent per relayed chunk, and
+    a check costs one discovery snapshot, however many requests are in flight.
+    """
+
+    def __init__(self, check: LeaseCheck, interval: float) -> None:
+        self.check = check
+        self.interval = interval
+        self._watches: set[_Watch] = set()
+        self._task: asyncio.Task | None = None
+
+    def add(self, watch: _Watch) -> None:
+        """Watch ``watch`` (starting the watchdog in the running loop if needed)."""
+        self._watches.add(watch)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="lease-watch")
+
+    def discard(self, watch: _Watch) -> None:
+        """Stop watching ``watch``."""
+        self._watches.discard(watch)
+
+    async def stop(self) -> None:
+        """Stop the watchdog task."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if self._watches:
+                self.sweep()
+
+    def sweep(self) -> None:
+        """Check the leases of the workers in use now; end the attempts of those gone."""
+        watches = [w for w in self._watches if not w.lost]
+        workers = list({(w.worker.name, w.worker.address): w.worker for w in watches}.values())
+        try:
+            lost = self.check(workers) if workers else set()
+        except Exception:  # a discovery hiccup must not end the watchdog
+            log.exception("checking the workers' leases failed")
+            return
+        for w in watches:
+            if w.worker.name in lost:
+                log.warning("worker %s lost its lease; ending its request", w.worker.name)
+                w.lose()
 
 
 class Streaming:
@@ -252,13 +368,12 @@ class Streaming:
         headers: dict[str, str],
         first: bytes,
         response: aiohttp.ClientResponse,
-        release: Callable[[], None],
         worker: str,
     ) -> None:
         self.status = status
         self.headers = headers
         self._response = response
-        self._release = release
+        self._release: Callable[[], None] = lambda: None
         self._worker = worker
         self._ended = False
         self.chunks: AsyncGenerator[bytes, None] = self._relay(first)
@@ -274,12 +389,17 @@ class Streaming:
             complete = True
         except TRANSPORT_ERRORS as exc:
             log.warning("worker %s failed mid-stream: %s", self._worker, _reason(exc))
-            yield _error_event(
-                f"the worker serving this stream failed ({_reason(exc)}); "
-                "the response is incomplete"
-            )
+            if isinstance(exc, LeaseLost):
+                why = "stopped renewing its lease (frozen, cut off or gone)"
+            else:
+                why = f"failed ({_reason(exc)})"
+            yield _error_event(f"the worker serving this stream {why}; the response is incomplete")
         finally:
             self._end(complete)
+
+    def own(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the stream ends (it counts the request in flight)."""
+        self._release = release
 
     def _end(self, complete: bool) -> None:
         if not self._ended:
@@ -335,6 +455,8 @@ def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect_error"
+    if isinstance(exc, LeaseLost):
+        return "lease_lost"
     if isinstance(exc, TimeoutError):  # aiohttp's read timeouts are TimeoutErrors too
         return "timeout"
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .records import WorkerRecord, WorkerSource
@@ -53,6 +53,22 @@ class LiveView:
     def models(self) -> list[str]:
         """The union of the live workers' served model names, sorted."""
         return sorted({m for r in self.workers() for m in r.models})
+
+    def lost(self, workers: Iterable[WorkerRecord]) -> set[str]:
+        """Names of ``workers`` whose lease no longer holds: their record is gone, has expired,
+        or now gives another address (a new process under the same name).
+
+        A draining or not-ready worker with a fresh lease still holds it: it is alive, and
+        finishes the requests it has.
+        """
+        now = self.clock()
+        current = {r.name: r for r in self.source.snapshot()}
+        gone = set()
+        for w in workers:
+            r = current.get(w.name)
+            if r is None or not r.is_fresh(now) or r.address != w.address:
+                gone.add(w.name)
+        return gone
 
     def all_workers(self) -> list[WorkerStatus]:
         """Every known worker, live or not, with the reason, sorted by deployment and name."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from kubechat.discovery.live import LiveView
 from kubechat.discovery.local_store import LocalLeaseStore
 
@@ -77,3 +79,25 @@ async def test_start_and_stop_reach_a_watching_source(make_record):
     await view.stop()
     assert source.calls == ["start", "stop"]
     await LiveView(LocalLeaseStore("/nonexistent")).start()  # no start(): nothing to do
+
+
+def test_lost_names_workers_whose_lease_lapsed_vanished_or_moved(tmp_path, make_record):
+    now = [1000.0]
+    store = LocalLeaseStore(tmp_path, sweep_after=None)
+    held = {
+        name: make_record(name, renew_time=999.0)
+        for name in ("fresh", "draining", "loading", "expires", "vanishes", "moves")
+    }
+    for r in held.values():
+        store.publish(r)
+    store.publish(dataclasses.replace(held["draining"], draining=True))
+    store.publish(dataclasses.replace(held["loading"], ready=False))
+    view = LiveView(store, clock=lambda: now[0])
+    assert view.lost(held.values()) == set()
+    store.publish(dataclasses.replace(held["expires"], renew_time=990.0))  # 10 s old, lease 6 s
+    store.remove("vanishes")
+    store.publish(dataclasses.replace(held["moves"], address="http://127.0.0.1:9999"))
+    assert view.lost(held.values()) == {"expires", "vanishes", "moves"}
+    now[0] = 1010.0
+    assert view.lost(held.values()) == set(held)
+

@@ -22,10 +22,12 @@ from tests.support.processes import free_port
 
 def stub_app(behaviour: str, name: str) -> FastAPI:
     """A worker stand-in: ok | busy | draining | hang | die_mid_stream | slow_stream | endless |
-    slow_headers.
+    slow_headers | stall.
 
     ``endless`` streams until its client goes away and then sets ``app.state.closed``;
-    ``slow_headers`` answers after 0.5 s, a stream then being ``endless``.
+    ``slow_headers`` answers after 0.5 s, a stream then being ``endless``; ``stall`` sends the
+    role chunk, then only SSE keep-alive comments (as a frozen real worker's stream looks to a
+    gateway that only watches bytes), and sets ``app.state.closed`` when its client goes away.
     """
     app = FastAPI()
     app.state.hits = 0
@@ -78,6 +80,25 @@ def stub_app(behaviour: str, name: str) -> FastAPI:
             finally:
                 app.state.closed.set()
 
+        async def stall():
+            try:
+                role = {
+                    "id": "x",
+                    "object": "chat.completion.chunk",
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}
+                    ],
+                }
+                yield f"data: {json.dumps(role)}\n\n"
+                while True:
+                    await asyncio.sleep(0.2)
+                    yield ": keep-alive\n\n"
+            finally:
+                app.state.closed.set()
+
+        if behaviour == "stall":
+            return StreamingResponse(stall(), media_type="text/event-stream")
         if behaviour in ("endless", "slow_headers"):
             return StreamingResponse(endless(), media_type="text/event-stream")
 
