@@ -213,10 +213,9 @@ def create_app(
 
 
 def _check_known(view: LiveView, model: str) -> None:
-    """404 for a model no worker has ever announced; a known model without live workers gets
-    503 from the upstream step instead (it may come back)."""
-    if model in view.models():
+    """404 for a model the gateway never saw in a worker record; a model it saw whose workers
+    are all gone (exited, scaled to 0) or not live gets 503 from the upstream step instead: it
+    may come back."""
+    if model in view.models() or model in view.known_models():
         return
-    known = {m for w in view.all_workers() for m in w.record.models}
-    if model not in known:
-        raise model_not_found(model, view.models())
+    raise model_not_found(model, view.models())

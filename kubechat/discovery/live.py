@@ -25,6 +25,8 @@ class LiveView:
     def __init__(self, source: WorkerSource, clock: Callable[[], float] = time.time) -> None:
         self.source = source
         self.clock = clock
+        # every model name a record read by this view carried, live or not, still there or not
+        self._seen: set[str] = set()
 
     async def start(self) -> None:
         """Start the source's background watch, if it has one."""
@@ -44,7 +46,7 @@ class LiveView:
         return sorted(
             (
                 r
-                for r in self.source.snapshot()
+                for r in self._snapshot()
                 if r.is_live(now) and (model is None or model in r.models)
             ),
             key=lambda r: r.name,
@@ -54,6 +56,12 @@ class LiveView:
         """The union of the live workers' served model names, sorted."""
         return sorted({m for r in self.workers() for m in r.models})
 
+    def known_models(self) -> list[str]:
+        """Every model name seen in any record this view has read, sorted: those served now and
+        those whose workers are gone (exited cleanly, scaled to 0) and may come back."""
+        self._snapshot()
+        return sorted(self._seen)
+
     def lost(self, workers: Iterable[WorkerRecord]) -> set[str]:
         """Names of ``workers`` whose lease no longer holds: their record is gone, has expired,
         or now gives another address (a new process under the same name).
@@ -62,7 +70,7 @@ class LiveView:
         finishes the requests it has.
         """
         now = self.clock()
-        current = {r.name: r for r in self.source.snapshot()}
+        current = {r.name: r for r in self._snapshot()}
         gone = set()
         for w in workers:
             r = current.get(w.name)
@@ -74,7 +82,13 @@ class LiveView:
         """Every known worker, live or not, with the reason, sorted by deployment and name."""
         now = self.clock()
         out = []
-        for r in self.source.snapshot():
+        for r in self._snapshot():
             reason = r.not_live_reason(now)
             out.append(WorkerStatus(r, reason is None, reason or "live", r.age(now)))
         return sorted(out, key=lambda s: (s.record.deployment, s.record.name))
+
+    def _snapshot(self) -> list[WorkerRecord]:
+        records = self.source.snapshot()
+        for r in records:
+            self._seen.update(r.models)
+        return records

@@ -101,3 +101,15 @@ def test_lost_names_workers_whose_lease_lapsed_vanished_or_moved(tmp_path, make_
     now[0] = 1010.0
     assert view.lost(held.values()) == set(held)
 
+
+def test_known_models_outlive_their_records(tmp_path, make_record):
+    store = LocalLeaseStore(tmp_path, sweep_after=None)
+    store.publish(make_record("a", models=("chat", "chat-alias")))
+    store.publish(make_record("b", models=("code",), ready=False))
+    view = LiveView(store)
+    assert view.models() == ["chat", "chat-alias"]
+    store.remove("a")
+    store.remove("b")
+    assert view.models() == []
+    assert view.known_models() == ["chat", "chat-alias", "code"]
+    assert LiveView(store).known_models() == []  # what a view never read, it does not know
