@@ -30,6 +30,9 @@ def register(
     metrics = metrics or OperatorMetrics()
 
     def run(body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        if not meta.get("deletionTimestamp"):
+            metrics.deployment(meta.get("namespace") or "default", meta["name"], *_wanted(body))
         try:
             with metrics.reconcile() as outcome:
                 status = controller.reconcile(body)
@@ -69,7 +72,18 @@ def register(
                 f"waiting for {len(stopping)} worker pods of {name} to stop", delay=interval
             )
         controller.forget(uid)
+        metrics.forget_deployment(namespace or "default", name)
         log.info("deleted %s: removed %d pods and leases", name, removed)
+
+
+def _wanted(body: Mapping[str, Any]) -> tuple[int, list[str]]:
+    """The replicas and served model names a ModelDeployment asks for, as written (also for
+    a spec kubechat cannot serve: its models are still wanted)."""
+    spec = body.get("spec") or {}
+    replicas = spec.get("replicas", 1)
+    names = (spec.get("model") or {}).get("names") or [body["metadata"]["name"]]
+    valid = isinstance(replicas, int) and not isinstance(replicas, bool)
+    return (replicas if valid else 0), [str(n) for n in names]
 
 
 def _invalid(status: Mapping[str, Any]) -> bool:

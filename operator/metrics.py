@@ -6,20 +6,28 @@ Series (the shipped Grafana dashboard plots the first two):
   ``invalid`` (the spec cannot be served: the InvalidSpec condition) or ``error`` (the pass
   raised, typically a failed Kubernetes API call; kopf retries it);
 - ``kubechat_operator_errors_total``: failed handler runs (a reconcile or a deletion that raised);
-- ``kubechat_operator_reconcile_duration_seconds``: how long a pass took.
+- ``kubechat_operator_reconcile_duration_seconds``: how long a pass took;
+- ``kubechat_operator_deployment_replicas{deployment_namespace,deployment}``: the workers
+  each ModelDeployment asks for, and ``kubechat_operator_deployment_model_info{...,model}`` (1)
+  for each model name it serves: what should be live, whether or not it ever was (the gateway
+  knows only models with a live worker; the "no live worker" alert joins the two). The label is
+  not ``namespace``: Prometheus sets that one to the operator pod's own namespace.
 
-Every label child exists from the start at 0, so the dashboard shows 0 rather than no data.
+Every label child of the counters exists from the start at 0, so the dashboard shows 0 rather
+than no data; the deployment series exist while their ModelDeployment does.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -57,6 +65,41 @@ class OperatorMetrics:
             buckets=_BUCKETS,
             registry=r,
         )
+
+        self.replicas = Gauge(
+            "kubechat_operator_deployment_replicas",
+            "Workers a ModelDeployment asks for (spec.replicas)",
+            ["deployment_namespace", "deployment"],
+            registry=r,
+        )
+        self.models = Gauge(
+            "kubechat_operator_deployment_model_info",
+            "1 for each model name a ModelDeployment serves",
+            ["deployment_namespace", "deployment", "model"],
+            registry=r,
+        )
+        self._served: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()  # kopf runs sync handlers on a thread pool
+
+    def deployment(self, namespace: str, name: str, replicas: int, models: Iterable[str]) -> None:
+        """Record what a ModelDeployment asks for: its replicas and served model names."""
+        models = set(models)
+        with self._lock:
+            self.replicas.labels(namespace, name).set(replicas)
+            for old in self._served.get((namespace, name), set()) - models:
+                self.models.remove(namespace, name, old)
+            for model in models:
+                self.models.labels(namespace, name, model).set(1)
+            self._served[(namespace, name)] = models
+
+    def forget_deployment(self, namespace: str, name: str) -> None:
+        """Drop the series of a deleted ModelDeployment."""
+        with self._lock:
+            if (namespace, name) not in self._served:
+                return
+            for model in self._served.pop((namespace, name)):
+                self.models.remove(namespace, name, model)
+            self.replicas.remove(namespace, name)
 
     @contextmanager
     def reconcile(self) -> Iterator[list[str]]:

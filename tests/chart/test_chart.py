@@ -447,3 +447,38 @@ def test_operator_may_block_owner_deletion_as_its_pods_do(default_docs: list[dic
     assert owner["blockOwnerDeletion"] is True
     operator = _rules(one(default_docs, "Role", "-operator"))
     assert "update" in operator[("kubechat.dev", "modeldeployments/finalizers")]
+
+
+def test_service_monitor_authenticates_only_when_metrics_are_protected(
+    all_on_docs: list[dict],
+) -> None:
+    (endpoint,) = one(all_on_docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "kc-kubechat-api-keys", "key": "scrape-key"},
+    }
+    secret = one(all_on_docs, "Secret", "-api-keys")["data"]
+    assert base64.b64decode(secret["scrape-key"]).decode() == "sk-first-key"
+    assert base64.b64decode(secret["api-keys"]).decode().splitlines()[0] == "sk-first-key"
+
+    open_metrics = render(sets=("metrics.serviceMonitor.enabled=true",))
+    (endpoint,) = one(open_metrics, "ServiceMonitor")["spec"]["endpoints"]
+    assert "authorization" not in endpoint
+
+    theirs = render(
+        sets=(
+            "metrics.serviceMonitor.enabled=true",
+            "gateway.auth.protectMetrics=true",
+            "gateway.auth.existingSecret=my-keys",
+            "gateway.auth.scrapeSecretKey=api-keys",
+        )
+    )
+    (endpoint,) = one(theirs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"]["credentials"] == {"name": "my-keys", "key": "api-keys"}
+
+
+def test_a_scrape_key_named_like_the_key_list_is_not_written_twice() -> None:
+    docs = render(
+        sets=("gateway.auth.scrapeSecretKey=api-keys", "gateway.auth.keys={sk-only-one-key}")
+    )
+    assert set(one(docs, "Secret", "-api-keys")["data"]) == {"api-keys"}

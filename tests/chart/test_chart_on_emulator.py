@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.chart.chart_tools import CHART, arg_value, one, render_text
+from tests.chart.chart_tools import CHART, arg_value, one, render, render_text
 from tests.support.kube_server import RunningEmulator, running_emulator
 from tests.support.kube_tools import run_kubectl
 from tests.support.pod_runner import PodRunner
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SEED = "Which mountain is the second highest one in the world?"
 VALUES = """
 modelNamespace: default
-gateway: {auth: {keys: [sk-chart-test-key]}}
+gateway: {auth: {keys: [sk-chart-test-key, sk-second-chart-key], protectMetrics: true}}
 operator: {reconcileInterval: 0.5, leaseRenewInterval: 0.5, leaseDuration: 2, drainGrace: 3}
 modelDeployments:
   - name: demo
@@ -45,6 +45,7 @@ class Installed:
     gateway: str
     operator_metrics: str
     operator_health: str
+    values: Path
 
     def kubectl(self, *args: str) -> str:
         return run_kubectl(self.emulator.kubeconfig, *args).stdout
@@ -136,6 +137,7 @@ def installed(
                 f"http://127.0.0.1:{port}",
                 f"http://127.0.0.1:{metrics_port}",
                 f"http://127.0.0.1:{health_port}",
+                values,
             )
 
 
@@ -225,3 +227,22 @@ def test_operator_answers_the_charts_probes_and_counts_its_reconciles(
         if line.startswith('kubechat_operator_reconciles_total{result="ok"}')
     ]
     assert ok >= 1
+
+
+def test_the_service_monitor_scrapes_protected_metrics_with_the_charts_secret(
+    installed: Installed,
+) -> None:
+    """With metrics protected, the ServiceMonitor's credentials (from the Secret the chart
+    stored) open the gateway's /metrics, which refuses a scrape without them."""
+    docs = render(
+        installed.values, sets=("metrics.serviceMonitor.enabled=true",), namespace="default"
+    )
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"]["type"] == "Bearer"
+    credentials = endpoint["authorization"]["credentials"]
+    secret = installed.get("secret", credentials["name"])
+    token = base64.b64decode(secret["data"][credentials["key"]]).decode()
+    url = f"{installed.gateway}{endpoint['path']}"
+    assert httpx.get(url, timeout=10).status_code == 401
+    scraped = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert scraped.status_code == 200 and "kubechat_gateway_requests_total" in scraped.text

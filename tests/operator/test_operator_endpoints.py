@@ -5,6 +5,7 @@ flags are usage errors."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +78,53 @@ def test_a_spec_that_cannot_be_served_counts_as_invalid(
     )
     assert operator.wait_for_reconciles(1, result="invalid") >= 1
     assert operator.value("kubechat_operator_errors_total") == 0
+
+
+def test_wanted_models_are_exported_until_their_deployment_goes(
+    operator: RunningOperator, emulator: RunningEmulator
+) -> None:
+    """What the "no live worker" alert joins with the gateway's live workers."""
+    custom = kubernetes.client.CustomObjectsApi(kubernetes_client(emulator.kubeconfig))
+    create_model_deployment(emulator.kubeconfig, name="metrics-wanted", replicas=2)
+    where = {"deployment_namespace": "default", "deployment": "metrics-wanted"}
+
+    def exported() -> tuple[float | None, float | None]:
+        return (
+            operator.value("kubechat_operator_deployment_replicas", **where),
+            operator.value(
+                "kubechat_operator_deployment_model_info", **where, model="kubechat-demo"
+            ),
+        )
+
+    eventually(lambda: exported() == (2, 1))
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        "metrics-wanted",
+        {"spec": {"replicas": 0, "model": {"names": ["renamed"]}}},
+    )
+    eventually(
+        lambda: (
+            operator.value("kubechat_operator_deployment_replicas", **where) == 0
+            and operator.value("kubechat_operator_deployment_model_info", **where, model="renamed")
+            and exported()[1] is None
+        )
+    )
+    custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "metrics-wanted")
+    eventually(
+        lambda: (
+            not [key for key in operator.samples() if ("deployment", "metrics-wanted") in key[1]]
+        )
+    )
+
+
+def eventually(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not true after {timeout}s"
+        time.sleep(0.2)
 
 
 def test_a_failing_pass_counts_as_an_error() -> None:
