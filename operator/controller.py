@@ -35,6 +35,8 @@ class ControllerSettings:
     pods: PodSettings = field(default_factory=PodSettings)
     lease_grace: float = 120.0  # a Ready pod may go this long without any lease
     heartbeat_timeout: float = 30.0  # ... and this long without renewing it
+    # A status that differs only in heartbeat times and load is written at most this often.
+    status_refresh: float = 30.0
 
 
 class Controller:
@@ -45,6 +47,7 @@ class Controller:
         self.settings = settings
         self.events = events
         self._locks: dict[str, threading.Lock] = {}
+        self._written: dict[str, float] = {}  # uid -> when its status was last written
         self._guard = threading.Lock()
 
     def _lock(self, uid: str) -> threading.Lock:
@@ -65,6 +68,7 @@ class Controller:
         """Drop per-object state of a deleted ModelDeployment."""
         with self._guard:
             self._locks.pop(uid, None)
+            self._written.pop(uid, None)
 
     def _observe(
         self, namespace: str, name: str
@@ -85,7 +89,7 @@ class Controller:
             status = invalid_spec_status(name, str(exc), pods, leases, generation, previous, now)
             if not _was_true(previous, "InvalidSpec"):
                 self.events(body, "Warning", "InvalidSpec", str(exc)[:1000])
-            self.cluster.patch_status(namespace, name, status)
+            self._write_status(body, status, previous)
             return status
 
         plan = plan_deployment(md)
@@ -136,8 +140,40 @@ class Controller:
         if _true(status, "ModelLoadFailed") and not _was_true(previous, "ModelLoadFailed"):
             message = _message(status, "ModelLoadFailed")
             self.events(body, "Warning", "ModelLoadFailed", message)
-        self.cluster.patch_status(namespace, name, status)
+        self._write_status(body, status, previous)
         return status
+
+    def _write_status(
+        self, body: Mapping[str, Any], status: dict[str, Any], previous: dict[str, Any]
+    ) -> bool:
+        """Patch ``status`` unless it differs from ``previous`` only in heartbeat times and
+        load and was written less than ``status_refresh`` seconds ago; True if written.
+
+        Every pass (a timer tick every few seconds) sees lease ages move: writing them each
+        time would make every ModelDeployment a steady stream of API writes and watch events
+        for nothing anyone acts on. A restarted operator writes on its first pass."""
+        meta = body["metadata"]
+        now = time.monotonic()
+        last = self._written.get(meta["uid"])
+        fresh = last is not None and now - last < self.settings.status_refresh
+        written_before = {k: previous.get(k) for k in status}  # a merge patch keeps the rest
+        if fresh and _settled(status) == _settled(written_before):
+            return False
+        self.cluster.patch_status(meta.get("namespace") or "default", meta["name"], status)
+        self._written[meta["uid"]] = now
+        return True
+
+
+VOLATILE_WORKER_FIELDS = ("lastHeartbeat", "heartbeatAgeSeconds", "load")
+
+
+def _settled(status: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` without what changes on every renewal: heartbeat times and load."""
+    workers = [
+        {k: v for k, v in w.items() if k not in VOLATILE_WORKER_FIELDS}
+        for w in status.get("workers") or []
+    ]
+    return {**_unwrap(status), "workers": workers}
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -301,3 +301,44 @@ def test_a_deployment_being_deleted_gets_no_new_pods(api) -> None:
     controller = Controller(Cluster(api), ControllerSettings(), Events())
     controller.reconcile(body)
     assert pods(api, "going") == {}
+
+
+def status_writes(emulator, name: str) -> int:
+    """PATCH requests the API has seen on the ModelDeployment's status subresource."""
+    path = f"/modeldeployments/{name}/status"
+    log = emulator.call(lambda: list(emulator.emulator.api_log))
+    return sum(1 for method, where, _ in log if method == "PATCH" and path in where)
+
+
+def test_status_is_written_when_it_changes_not_when_heartbeats_tick(api, emulator) -> None:
+    create_md(api, "quiet", 1)
+    controller = Controller(Cluster(api), ControllerSettings(lease_grace=60), Events())
+    controller.reconcile(read_md(api, "quiet"))
+    (pod,) = pods(api, "quiet")
+    serve(api, pod, "quiet")
+    controller.reconcile(read_md(api, "quiet"))
+    assert read_md(api, "quiet")["status"]["readyReplicas"] == 1
+    written = status_writes(emulator, "quiet")
+
+    for _ in range(3):  # only the heartbeat moves: renewed again, its age changes
+        serve(api, pod, "quiet", lease_age=1.5)
+        controller.reconcile(read_md(api, "quiet"))
+    assert status_writes(emulator, "quiet") == written
+
+    patch_spec(api, "quiet", {"replicas": 2})  # something that matters: written at once
+    controller.reconcile(read_md(api, "quiet"))
+    assert status_writes(emulator, "quiet") == written + 1
+    md = read_md(api, "quiet")
+    assert md["status"]["observedGeneration"] == md["metadata"]["generation"]
+
+    # a fresh operator writes on its first pass; and heartbeat-only changes wait their turn
+    refreshing = Controller(
+        Cluster(api), ControllerSettings(lease_grace=60, status_refresh=0.5), Events()
+    )
+    refreshing.reconcile(read_md(api, "quiet"))
+    refreshing.reconcile(read_md(api, "quiet"))
+    assert status_writes(emulator, "quiet") == written + 2
+    time.sleep(0.6)
+    refreshing.reconcile(read_md(api, "quiet"))
+    assert status_writes(emulator, "quiet") == written + 3
+    Cluster(api).delete_workers("default", "quiet")
