@@ -23,6 +23,9 @@ from .plan import plan_deployment
 
 SEED_QUESTION = "Which mountain is the second highest one in the world?"
 DEFAULT_UI_PORT = 7860  # Gradio's usual port
+# Workers check no API key: reachable from this machine only, the gateway is the way in.
+WORKER_HOST = "127.0.0.1"
+API_KEYS_ENV = "KUBECHAT_API_KEYS"  # read by `kubechat gateway` (gateway/auth.py)
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -34,7 +37,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="ModelDeployment manifests (YAML, multi-document allowed) or folders",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address every process listens on")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the gateway and the chat page listen on (workers always listen on "
+        f"{WORKER_HOST}: they check no API key)",
+    )
     p.add_argument("--port", type=int, default=8000, help="the gateway's port")
     p.add_argument(
         "--state-dir",
@@ -46,7 +54,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--api-key",
         action="append",
         default=[],
-        help="require this API key at the gateway (repeatable)",
+        help="require this API key at the gateway (repeatable); it is handed to the gateway in "
+        "its environment, but stays visible on this command's own command line (ps): on a "
+        "shared machine use $KUBECHAT_API_KEYS (comma-separated) or --api-key-file",
+    )
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        default=None,
+        help="file with one accepted API key per line, read by the gateway",
     )
     p.add_argument(
         "--startup-timeout",
@@ -81,44 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="kubechat-up-"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    runner = LocalRunner(state_dir, on_event=say)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for plan in plans:
-        for worker in plan.workers:
-            runner.add_worker(worker, host=args.host, env=env)
-    gateway_url = f"http://{args.host}:{args.port}"
-    gateway_argv = [
-        *KUBECHAT,
-        "gateway",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--lease-store",
-        f"local:{state_dir / 'leases'}",
-    ]
-    for key in args.api_key:
-        gateway_argv += ["--api-key", key]
-    runner.add(
-        Process("gateway", gateway_argv, env, state_dir / "logs" / "gateway.log", gateway_url)
-    )
-    _check_port_free(args.host, args.port)
-    ui_url = None
-    if not args.no_ui:
-        ui_port = choose_ui_port(args.host, args.ui_port, args.port)
-        ui_url = f"http://{args.host}:{ui_port}"
-        ui_argv = [
-            *KUBECHAT,
-            "ui",
-            "--host",
-            args.host,
-            "--port",
-            str(ui_port),
-            "--lease-store",
-            f"local:{state_dir / 'leases'}",
-        ]
-        # the page answers / once it is up
-        runner.add(Process("ui", ui_argv, env, state_dir / "logs" / "ui.log", ui_url, "/"))
+    runner, gateway_url, ui_url = build_runner(args, plans, state_dir)
 
     stopping = {"sig": None}
 
@@ -154,13 +133,65 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             runner.poll()
             time.sleep(0.25)
-        _print_ready(plans, gateway_url, args.api_key, ui_url)
+        _print_ready(plans, gateway_url, _key_hint(args), ui_url)
         while stopping["sig"] is None:
             runner.poll()
             time.sleep(0.25)
         return _shutdown(runner, args.drain_grace, stopping["sig"])
     finally:
         runner.stop_all(1.0)
+
+
+def build_runner(
+    args: argparse.Namespace, plans: list, state_dir: Path
+) -> tuple[LocalRunner, str, str | None]:
+    """The stack's processes, not started yet: a worker per replica (on 127.0.0.1 whatever
+    ``--host`` says), the gateway and, unless ``--no-ui``, the chat page. Returns the runner,
+    the gateway's URL and the chat page's (None without it)."""
+    runner = LocalRunner(state_dir, on_event=say)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for plan in plans:
+        for worker in plan.workers:
+            runner.add_worker(worker, host=WORKER_HOST, env=env)
+    gateway_url = f"http://{args.host}:{args.port}"
+    gateway_argv = [
+        *KUBECHAT,
+        "gateway",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--lease-store",
+        f"local:{state_dir / 'leases'}",
+    ]
+    # keys in the gateway's environment or a file, never on a command line: ps shows those
+    keys = [k for k in [env.get(API_KEYS_ENV, ""), *args.api_key] if k]
+    gateway_env = {**env, API_KEYS_ENV: ",".join(keys)} if keys else env
+    if args.api_key_file is not None:
+        gateway_argv += ["--api-key-file", str(args.api_key_file.resolve())]
+    runner.add(
+        Process(
+            "gateway", gateway_argv, gateway_env, state_dir / "logs" / "gateway.log", gateway_url
+        )
+    )
+    _check_port_free(args.host, args.port)
+    ui_url = None
+    if not args.no_ui:
+        ui_port = choose_ui_port(args.host, args.ui_port, args.port)
+        ui_url = f"http://{args.host}:{ui_port}"
+        ui_argv = [
+            *KUBECHAT,
+            "ui",
+            "--host",
+            args.host,
+            "--port",
+            str(ui_port),
+            "--lease-store",
+            f"local:{state_dir / 'leases'}",
+        ]
+        # the page answers / once it is up
+        runner.add(Process("ui", ui_argv, env, state_dir / "logs" / "ui.log", ui_url, "/"))
+    return runner, gateway_url, ui_url
 
 
 def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
@@ -170,9 +201,19 @@ def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
     return 0 if sig == signal.SIGTERM else 130
 
 
-def _print_ready(plans: list, gateway_url: str, keys: list[str], ui_url: str | None) -> None:
+def _key_hint(args: argparse.Namespace) -> str | None:
+    """The key to show in the printed example: the first flag's, a placeholder when keys come
+    from the environment or a file (not printed), None when the gateway is open."""
+    if args.api_key:
+        return args.api_key[0].split(",")[0].strip()
+    if os.environ.get(API_KEYS_ENV, "").strip(",") or args.api_key_file is not None:
+        return "$KUBECHAT_API_KEY"
+    return None
+
+
+def _print_ready(plans: list, gateway_url: str, key: str | None, ui_url: str | None) -> None:
     model = plans[0].model_names[0]
-    auth = f" -H 'Authorization: Bearer {keys[0]}'" if keys else ""
+    auth = f' -H "Authorization: Bearer {key}"' if key else ""
     body = (
         '{"model": "'
         + model

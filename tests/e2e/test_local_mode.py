@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -13,11 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kubechat import up
 from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.discovery.records import WorkerRecord
+from kubechat.manifests import load_manifests
+from kubechat.plan import plan_deployment
 from tests.support.processes import free_port, kubechat_argv, running
 
-from .conftest import Stack, stop_stack
+from .conftest import DEMO_YAML, Stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -199,3 +203,85 @@ def test_ctrl_c_leaves_no_process(demo_model_dir, tmp_path_factory) -> None:
     assert s.worker_pids() == {}
     assert not list((s.state_dir / "leases").glob("*.json"))
     assert "stopped" in s.log.read_text()
+
+
+def _up_args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    up.configure(p)
+    return p.parse_args([str(DEMO_YAML), "--port", str(free_port()), *argv])
+
+
+def test_up_binds_workers_to_loopback_and_keeps_keys_off_command_lines(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text("sk-from-a-file\n")
+    args = _up_args(
+        "--host", "0.0.0.0", "--api-key", "sk-up-secret", "--api-key-file", str(key_file), "--no-ui"
+    )
+    plans = [plan_deployment(md) for md in load_manifests(args.files)]
+    runner, _, _ = up.build_runner(args, plans, tmp_path)
+    workers = [p for p in runner.processes if p.name.startswith("demo-")]
+    (gateway,) = [p for p in runner.processes if p.name == "gateway"]
+    assert len(workers) == 2
+    for w in workers:
+        assert w.argv[w.argv.index("--host") + 1] == "127.0.0.1"
+        assert w.url.startswith("http://127.0.0.1:")
+    assert gateway.argv[gateway.argv.index("--host") + 1] == "0.0.0.0"
+    assert not any("sk-up-secret" in part for p in runner.processes for part in p.argv)
+    assert "sk-up-secret" in gateway.env["KUBECHAT_API_KEYS"].split(",")
+    assert all("sk-up-secret" not in p.env.get("KUBECHAT_API_KEYS", "") for p in workers)
+    assert gateway.argv[gateway.argv.index("--api-key-file") + 1] == str(key_file)
+
+
+def _listening_tcp() -> dict[int, set[str]]:
+    """Listening IPv4 TCP sockets of this machine: port -> the addresses bound."""
+    out: dict[int, set[str]] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # LISTEN
+            continue
+        address, port = fields[1].split(":")
+        ip = ".".join(str(b) for b in reversed(bytes.fromhex(address)))
+        out.setdefault(int(port, 16), set()).add(ip)
+    return out
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+    return lines
+
+
+def test_up_on_all_interfaces_exposes_only_the_gateway_and_no_key(
+    demo_model_dir, tmp_path_factory, monkeypatch
+) -> None:
+    """``--host 0.0.0.0``: the gateway listens on every interface, the workers (which check no
+    key) on loopback only; the key given in the environment is on no command line."""
+    from .conftest import start_stack
+
+    key = "sk-e2e-never-on-a-command-line"
+    monkeypatch.setenv("KUBECHAT_API_KEYS", key)
+    s = start_stack(
+        demo_model_dir, tmp_path_factory.mktemp("exposed"), "--host", "0.0.0.0", "--no-ui"
+    )
+    monkeypatch.delenv("KUBECHAT_API_KEYS")
+    try:
+        assert not [c for c in _command_lines() if key in c]
+        listening = _listening_tcp()
+        workers = LocalLeaseStore(s.state_dir / "leases").snapshot()
+        assert len(workers) == 2
+        for w in workers:
+            assert w.address.startswith("http://127.0.0.1:"), w.address
+            assert listening[int(w.address.rsplit(":", 1)[1])] == {"127.0.0.1"}
+        assert listening[int(s.url.rsplit(":", 1)[1])] == {"0.0.0.0"}
+        body = chat_body(max_tokens=4)
+        assert httpx.post(f"{s.url}/v1/chat/completions", json=body).status_code == 401
+        auth = {"Authorization": f"Bearer {key}"}
+        r = httpx.post(f"{s.url}/v1/chat/completions", json=body, headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        stop_stack(s.proc)
