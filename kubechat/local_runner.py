@@ -48,6 +48,7 @@ class Process:
     log_path: Path
     url: str  # base URL, for readiness and printing
     ready_path: str = "/health"
+    role: str = "front"  # "worker" processes are stopped first, the front (gateway, UI) after
     restart: bool = True
     popen: subprocess.Popen | None = None
     restarts: int = 0
@@ -108,8 +109,16 @@ class LocalRunner:
     processes: list[Process] = field(default_factory=list)
     on_event: Callable[[str], None] = print
 
-    def add_worker(self, plan: WorkerPlan, *, host: str, env: dict[str, str]) -> Process:
-        """A worker process for one replica of the plan, on a free port."""
+    def add_worker(
+        self,
+        plan: WorkerPlan,
+        *,
+        host: str,
+        env: dict[str, str],
+        drain_grace: float | None = None,
+    ) -> Process:
+        """A worker process for one replica of the plan, on a free port; ``drain_grace``: the
+        seconds it may finish its requests in once told to stop (the worker's default: None)."""
         port = free_port(host)
         name = f"{plan.deployment}-{plan.replica}"
         leases = f"local:{self.state_dir / 'leases'}"
@@ -120,6 +129,8 @@ class LocalRunner:
             "--worker-name",
             name,
         ]
+        if drain_grace is not None:
+            argv += ["--drain-grace", f"{drain_grace:g}"]
         proc = Process(
             name,
             argv,
@@ -127,6 +138,7 @@ class LocalRunner:
             self.state_dir / "logs" / f"{name}.log",
             f"http://{host}:{port}",
             ready_path="/health/ready",
+            role="worker",
         )
         self.processes.append(proc)
         return proc
@@ -171,17 +183,35 @@ class LocalRunner:
         return all(p.ready_at is not None and p.alive for p in self.processes)
 
     def stop_all(self, grace: float = 30.0) -> None:
-        """SIGTERM everything (workers drain), wait up to ``grace`` s, then SIGKILL the rest."""
+        """Stop the workers, then the front (gateway, chat page).
+
+        Workers get SIGTERM and drain: they refuse new requests and finish their streams,
+        which reach the clients through the gateway; a worker still running ``grace`` seconds
+        later (plus a moment to exit on its own) is killed. Only then is the front stopped (it
+        has nothing left in flight by then), so its own shorter graceful shutdown never cuts a
+        stream a worker was still finishing.
+        """
         for p in self.processes:
             p.restart = False
-            p.signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for p in self.processes:
-            if p.popen is None:
-                continue
-            try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.signal(signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.popen.wait(5)
+        _stop([p for p in self.processes if p.role == "worker"], grace + EXIT_MARGIN)
+        _stop([p for p in self.processes if p.role != "worker"], FRONT_GRACE)
+
+
+EXIT_MARGIN = 5.0  # a worker whose drain grace is over still closes its connections and exits
+FRONT_GRACE = 15.0  # the gateway's own graceful shutdown (gateway/command.py) fits in this
+
+
+def _stop(processes: list[Process], grace: float) -> None:
+    """SIGTERM ``processes``, wait up to ``grace`` s for them all, then SIGKILL the rest."""
+    for p in processes:
+        p.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in processes:
+        if p.popen is None:
+            continue
+        try:
+            p.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.popen.wait(5)

@@ -70,7 +70,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=900.0,
         help="seconds to wait for every process to become ready",
     )
-    p.add_argument("--drain-grace", type=float, default=30.0)
+    p.add_argument(
+        "--drain-grace",
+        type=float,
+        default=30.0,
+        help="seconds the workers may take to finish their requests after Ctrl-C; the gateway "
+        "and the chat page stop after them",
+    )
     p.add_argument(
         "--ui-port",
         type=int,
@@ -152,7 +158,7 @@ def build_runner(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for plan in plans:
         for worker in plan.workers:
-            runner.add_worker(worker, host=WORKER_HOST, env=env)
+            runner.add_worker(worker, host=WORKER_HOST, env=env, drain_grace=args.drain_grace)
     gateway_url = f"http://{args.host}:{args.port}"
     gateway_argv = [
         *KUBECHAT,
@@ -195,7 +201,7 @@ def build_runner(
 
 
 def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
-    say("stopping: workers drain their requests, then everything exits")
+    say("stopping: workers finish their requests, then the gateway and the chat page stop")
     runner.stop_all(grace)
     say("stopped")
     return 0 if sig == signal.SIGTERM else 130

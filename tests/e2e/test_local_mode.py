@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from kubechat import up
 from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.discovery.records import WorkerRecord
+from kubechat.local_runner import LocalRunner, Process
 from kubechat.manifests import load_manifests
 from kubechat.plan import plan_deployment
 from tests.support.processes import free_port, kubechat_argv, running
@@ -191,14 +194,62 @@ def test_gateway_auth_404_and_503(tmp_path: Path) -> None:
         assert json.loads(r.text)["error"]["type"] == "invalid_request_error"
 
 
-def test_ctrl_c_leaves_no_process(demo_model_dir, tmp_path_factory) -> None:
+def _stream_to_the_end(url: str, body: dict, started: threading.Event) -> dict:
+    """Stream ``body`` through the gateway; what arrived: content chunks, finish reason, errors,
+    whether [DONE] came, and when the first and last chunk did."""
+    seen: dict = {"chunks": 0, "finish": None, "errors": [], "done": False}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                seen["done"] = True
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                if "error" in event:
+                    seen["errors"].append(event["error"])
+                if event.get("usage"):
+                    seen["tokens"] = event["usage"]["completion_tokens"]
+                for choice in event.get("choices") or []:
+                    if (choice.get("delta") or {}).get("content"):
+                        seen["chunks"] += 1
+                        started.set()
+                    seen["finish"] = choice.get("finish_reason") or seen["finish"]
+    seen["ended"] = time.monotonic()
+    return seen
+
+
+def test_ctrl_c_finishes_the_streams_in_flight_and_leaves_no_process(
+    demo_model_dir, tmp_path_factory
+) -> None:
+    """Ctrl-C while long streams run: the workers drain them (for up to ``--drain-grace``), the
+    gateway, stopped only after the workers, relays them to the end; then nothing is left."""
     from .conftest import start_stack
 
-    s = start_stack(demo_model_dir, tmp_path_factory.mktemp("ctrlc"))
+    # a grace long enough for the streams on a loaded machine; the gateway's own is 10 s
+    s = start_stack(
+        demo_model_dir, tmp_path_factory.mktemp("ctrlc"), "--no-ui", "--drain-grace", "100"
+    )
     pids = s.worker_pids()
     assert len(pids) == 2
-    code = stop_stack(s.proc)
+    body = chat_body(
+        stream=True,
+        max_tokens=250,
+        ignore_eos=True,
+        temperature=0.8,
+        stream_options={"include_usage": True},
+    )
+    flags = [threading.Event() for _ in range(4)]
+    with ThreadPoolExecutor(len(flags)) as pool:
+        streams = [pool.submit(_stream_to_the_end, s.url, body, f) for f in flags]
+        assert all(f.wait(120) for f in flags), "the streams did not start"
+        stopped_at = time.monotonic()
+        code = stop_stack(s.proc)
+        results = [f.result() for f in streams]
     assert code == 130
+    for seen in results:
+        assert seen["errors"] == [] and seen["done"], seen
+        assert (seen["finish"], seen.get("tokens")) == ("length", 250), seen
+    lasted = max(seen["ended"] for seen in results) - stopped_at
+    print(f"the streams ended {lasted:.1f} s after Ctrl-C")
     time.sleep(0.5)
     assert s.worker_pids() == {}
     assert not list((s.state_dir / "leases").glob("*.json"))
@@ -219,7 +270,7 @@ def test_up_binds_workers_to_loopback_and_keeps_keys_off_command_lines(tmp_path:
     )
     plans = [plan_deployment(md) for md in load_manifests(args.files)]
     runner, _, _ = up.build_runner(args, plans, tmp_path)
-    workers = [p for p in runner.processes if p.name.startswith("demo-")]
+    workers = [p for p in runner.processes if p.role == "worker"]
     (gateway,) = [p for p in runner.processes if p.name == "gateway"]
     assert len(workers) == 2
     for w in workers:
@@ -230,6 +281,48 @@ def test_up_binds_workers_to_loopback_and_keeps_keys_off_command_lines(tmp_path:
     assert "sk-up-secret" in gateway.env["KUBECHAT_API_KEYS"].split(",")
     assert all("sk-up-secret" not in p.env.get("KUBECHAT_API_KEYS", "") for p in workers)
     assert gateway.argv[gateway.argv.index("--api-key-file") + 1] == str(key_file)
+
+
+def test_up_gives_its_drain_grace_to_the_workers(tmp_path: Path) -> None:
+    args = _up_args("--drain-grace", "45", "--no-ui")
+    plans = [plan_deployment(md) for md in load_manifests(args.files)]
+    runner, _, _ = up.build_runner(args, plans, tmp_path)
+    workers = [p for p in runner.processes if p.role == "worker"]
+    assert len(workers) == 2
+    assert all(w.argv[w.argv.index("--drain-grace") + 1] == "45" for w in workers)
+
+
+# A stand-in process that notes when it gets SIGTERM and, ``delay`` seconds later, exits.
+_NOTE_SIGTERM = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def stop(*_):
+    (out / "term").write_text(repr(time.time()))
+    time.sleep(float(sys.argv[2]))
+    (out / "exit").write_text(repr(time.time()))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+(out / "up").write_text("")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_stopping_drains_the_workers_before_the_gateway_is_told_to_stop(tmp_path: Path) -> None:
+    runner = LocalRunner(tmp_path, on_event=lambda _: None)
+    for name, role, delay in [("demo-0", "worker", "1.5"), ("gateway", "front", "0")]:
+        (tmp_path / name).mkdir()
+        argv = [sys.executable, "-c", _NOTE_SIGTERM, str(tmp_path / name), delay]
+        runner.add(Process(name, argv, dict(os.environ), tmp_path / f"{name}.log", "", role=role))
+    runner.start_all()
+    deadline = time.monotonic() + 20
+    while not all((tmp_path / n / "up").exists() for n in ("demo-0", "gateway")):
+        assert time.monotonic() < deadline, "the stand-ins did not start"
+        time.sleep(0.05)
+    runner.stop_all(grace=10)
+    worker_exited = float((tmp_path / "demo-0" / "exit").read_text())
+    gateway_told = float((tmp_path / "gateway" / "term").read_text())
+    assert gateway_told >= worker_exited
 
 
 def _listening_tcp() -> dict[int, set[str]]:
