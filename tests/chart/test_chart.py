@@ -226,7 +226,8 @@ def test_gateway_requires_api_keys_from_its_secret(all_on_docs: list[dict]) -> N
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     assert key_file.rsplit("/", 1)[1] in secret["data"]
     assert "--protect-metrics" in container["args"]
-    assert arg_value(container["args"], "--lease-store") == "kubernetes:models"
+    # all-on's operator is cluster-wide: the gateway reads every namespace
+    assert arg_value(container["args"], "--lease-store") == "kubernetes:*"
 
 
 def test_default_gateway_generates_a_key() -> None:
@@ -482,3 +483,51 @@ def test_a_scrape_key_named_like_the_key_list_is_not_written_twice() -> None:
         sets=("gateway.auth.scrapeSecretKey=api-keys", "gateway.auth.keys={sk-only-one-key}")
     )
     assert set(one(docs, "Secret", "-api-keys")["data"]) == {"api-keys"}
+
+
+def _lease_stores(docs: list[dict]) -> set[str]:
+    return {
+        arg_value(
+            one(docs, "Deployment", f"-{role}")["spec"]["template"]["spec"]["containers"][0][
+                "args"
+            ],
+            "--lease-store",
+        )
+        for role in ("gateway", "ui")
+    }
+
+
+def _discovery(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in find(docs, kind) if d["metadata"]["name"] == "kc-kubechat-discovery"]
+
+
+def test_discovery_reads_every_namespace_of_a_cluster_wide_operator(
+    all_on_docs: list[dict],
+) -> None:
+    from kubechat.discovery.stores import open_store
+
+    (store,) = _lease_stores(all_on_docs)
+    assert store == "kubernetes:*" and open_store(store, reader=True).scopes == [None]
+    assert _discovery(all_on_docs, "Role") == []
+    (role,) = _discovery(all_on_docs, "ClusterRole")
+    assert _rules(role) == {
+        ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"},
+    }
+    (binding,) = _discovery(all_on_docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["kind"] == "ClusterRole"
+    assert {s["name"] for s in binding["subjects"]} == {"kc-kubechat-gateway", "kc-kubechat-ui"}
+
+
+def test_discovery_reads_each_namespace_the_operator_watches() -> None:
+    from kubechat.discovery.stores import open_store
+
+    docs = render(sets=("modelNamespace=models", "operator.watchNamespaces={models-b,models-c}"))
+    (store,) = _lease_stores(docs)
+    assert store == "kubernetes:models,models-b,models-c"
+    assert open_store(store, reader=True).scopes == ["models", "models-b", "models-c"]
+    roles = {r["metadata"]["namespace"]: _rules(r) for r in _discovery(docs, "Role")}
+    assert set(roles) == {"models", "models-b", "models-c"}
+    bindings = _discovery(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(roles)
+    assert not _discovery(docs, "ClusterRole")

@@ -26,6 +26,16 @@
 {{- uniq $all | toJson }}
 {{- end }}
 
+{{/* Where the gateway and the UI find workers: every namespace the operator manages (all of
+them when it is cluster-wide), as a --lease-store value. */}}
+{{- define "kubechat.leaseStore" -}}
+{{- if .Values.operator.clusterWide -}}
+kubernetes:*
+{{- else -}}
+kubernetes:{{ include "kubechat.watchNamespaces" . | fromJsonArray | join "," }}
+{{- end -}}
+{{- end }}
+
 {{- define "kubechat.image" -}}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
