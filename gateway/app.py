@@ -117,6 +117,7 @@ def create_app(
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s", request.url.path)
         err = OpenAIError(500, f"internal error: {type(exc).__name__}")
+        count_error(request, err.status)
         return JSONResponse(err.body(), status_code=500)
 
     def authenticate(request: Request) -> None:
@@ -189,7 +190,7 @@ def create_app(
         def ended() -> None:
             metrics.duration.labels(model).observe(time.perf_counter() - started)
 
-        return RelayResponse(result, ended)
+        return RelayResponse(result, ended, lambda: metrics.stream_failed(model, "internal"))
 
     def rejected(path: str) -> None:
         endpoint = ENDPOINTS.get(path)

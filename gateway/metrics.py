@@ -72,6 +72,13 @@ class GatewayMetrics:
             ["model", "reason"],
             registry=r,
         )
+        self.stream_errors = Counter(
+            "kubechat_gateway_stream_errors",
+            "Streams that broke off after their 200 (the client got an error event, or was cut "
+            "off: reason 'internal'), by model and reason",
+            ["model", "reason"],
+            registry=r,
+        )
         self.upstream_latency = Histogram(
             "kubechat_gateway_upstream_latency_seconds",
             "Time until a worker's response headers arrive",
@@ -101,6 +108,10 @@ class GatewayMetrics:
     def retried(self, model: str, reason: str) -> None:
         """A request was sent to another worker after ``reason``."""
         self.retries.labels(model, reason).inc()
+
+    def stream_failed(self, model: str, reason: str) -> None:
+        """A stream under way broke off after ``reason``."""
+        self.stream_errors.labels(model, reason).inc()
 
     def watch_discovery(
         self,

@@ -96,6 +96,9 @@ class UpstreamObserver(Protocol):
     def retried(self, model: str, reason: str) -> None:
         """A request goes to another worker after ``reason`` (e.g. ``connect_error``, ``429``)."""
 
+    def stream_failed(self, model: str, reason: str) -> None:
+        """A stream already under way broke off (e.g. ``connection_closed``, ``lease_lost``)."""
+
 
 class NotObserved:
     """An observer that counts nothing."""
@@ -104,6 +107,9 @@ class NotObserved:
         """Ignored."""
 
     def retried(self, model: str, reason: str) -> None:
+        """Ignored."""
+
+    def stream_failed(self, model: str, reason: str) -> None:
         """Ignored."""
 
 
@@ -279,7 +285,9 @@ class Upstream:
         except BaseException:
             _finish(response, False)
             raise
-        return Streaming(response.status, out_headers, first, response, worker.name)
+        return Streaming(
+            response.status, out_headers, first, response, worker.name, model, self.observer
+        )
 
 
 class _Watch:
@@ -369,12 +377,16 @@ class Streaming:
         first: bytes,
         response: aiohttp.ClientResponse,
         worker: str,
+        model: str,
+        observer: UpstreamObserver,
     ) -> None:
         self.status = status
         self.headers = headers
         self._response = response
         self._release: Callable[[], None] = lambda: None
         self._worker = worker
+        self._model = model
+        self._observer = observer
         self._ended = False
         self.chunks: AsyncGenerator[bytes, None] = self._relay(first)
 
@@ -389,6 +401,7 @@ class Streaming:
             complete = True
         except TRANSPORT_ERRORS as exc:
             log.warning("worker %s failed mid-stream: %s", self._worker, _reason(exc))
+            self._observer.stream_failed(self._model, _reason(exc))
             if isinstance(exc, LeaseLost):
                 why = "stopped renewing its lease (frozen, cut off or gone)"
             else:

@@ -52,6 +52,7 @@ def test_a_stream_kept_alive_by_a_dead_worker_ends_with_an_error_event(
         assert "lease" in error["message"]
         assert rest[-1] == "data: [DONE]"
         assert gw.workers["w"].state.closed.wait(5), "the dead worker's connection was kept"
+        assert gw.metric('kubechat_gateway_stream_errors_total{model="m",reason="lease_lost"}') == 1
         until(lambda: gw.router.in_flight() == {})
 
 
