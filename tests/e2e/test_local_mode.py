@@ -51,19 +51,37 @@ def test_seed_question_through_the_gateway(stack: Stack) -> None:
 
 
 def test_streaming_chunks_are_forwarded_as_they_arrive(stack: Stack) -> None:
+    """The first chunk reaches the client while its worker is still generating the answer (a
+    gateway that buffered the stream would pass it on only once the worker was done)."""
+    addresses = _worker_addresses(stack)
     arrivals = []
-    with httpx.stream(
-        "POST",
-        f"{stack.url}/v1/chat/completions",
-        timeout=60,
-        json=chat_body(stream=True, max_tokens=40, temperature=0.7, seed=1),
-    ) as r:
+    generating_at_first = None
+    body = chat_body(stream=True, max_tokens=200, ignore_eos=True, temperature=0.7)
+    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", timeout=120, json=body) as r:
+        worker = addresses[r.headers["x-kubechat-worker"]]
         for line in r.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:]).get("choices") or [{}]
+            if (choices[0].get("delta") or {}).get("content"):
                 arrivals.append(time.monotonic())
-    assert len(arrivals) >= 5
-    # not buffered: the chunks did not all arrive in one burst at the end
-    assert arrivals[-1] - arrivals[0] > 0.01
+                if generating_at_first is None:
+                    generating_at_first = _running(worker)
+    assert len(arrivals) >= 100
+    assert generating_at_first is not None and generating_at_first >= 1
+    assert arrivals[-1] - arrivals[0] > 0.5
+
+
+def _worker_addresses(stack: Stack) -> dict[str, str]:
+    return {r.name: r.address for r in LocalLeaseStore(stack.state_dir / "leases").snapshot()}
+
+
+def _running(worker_url: str) -> float:
+    """Sequences the worker is generating now (its own gauge)."""
+    for line in httpx.get(f"{worker_url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("kubechat_worker_running "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_both_replicas_take_load(stack: Stack) -> None:
@@ -96,24 +114,47 @@ def test_unknown_model_is_404(stack: Stack) -> None:
     assert r.json()["error"]["code"] == "model_not_found"
 
 
-def test_kill_9_of_a_worker_loses_no_request(stack: Stack) -> None:
-    """16 concurrent requests; one worker is killed with SIGKILL while they run. Every request
-    still succeeds (retried on the other worker), and the dead worker leaves routing within
-    the lease duration."""
+def test_kill_9_of_a_worker_retries_its_answers_and_ends_its_streams(stack: Stack) -> None:
+    """12 complete (non-streamed) and 4 streamed requests run on both workers; one worker is
+    killed with SIGKILL while it generates at least 5 of them, so at least one complete answer.
+    Every complete answer still arrives (retried on the other worker); a stream under way on the
+    killed worker ends with an error event, one on the survivor completes; the dead worker
+    leaves routing within the lease duration."""
     pids = stack.worker_pids()
     assert set(pids) == {"demo-0", "demo-1"}
+    victim = _worker_addresses(stack)["demo-0"]
+    retries_before = _retries(stack)
 
-    def one(i: int) -> int:
+    def complete(i: int) -> tuple[int, str]:
         r = httpx.post(
             f"{stack.url}/v1/chat/completions",
             timeout=120,
-            json=chat_body(max_tokens=48, temperature=0.8, seed=i),
+            json=chat_body(max_tokens=96, ignore_eos=True, temperature=0.8, seed=i),
         )
-        return r.status_code
+        return r.status_code, r.text
+
+    def streamed(i: int) -> tuple[str, str]:
+        body = chat_body(stream=True, max_tokens=96, ignore_eos=True, temperature=0.8, seed=i)
+        outcome = "no finish"
+        with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=120) as r:
+            worker = r.headers.get("x-kubechat-worker", "")
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        outcome = "error: " + str(event["error"]["code"])
+                    elif any(c.get("finish_reason") for c in event.get("choices") or []):
+                        outcome = "completed"
+        return worker, outcome
 
     with ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(one, i) for i in range(16)]
-        time.sleep(0.5)
+        answers = [pool.submit(complete, i) for i in range(12)]
+        streams = [pool.submit(streamed, 100 + i) for i in range(4)]
+        # more sequences than there are streams: a complete answer is among them
+        deadline = time.monotonic() + 60
+        while (running := _running(victim)) < 5:
+            assert time.monotonic() < deadline, f"the victim generates only {running}"
+            time.sleep(0.05)
         os.kill(pids["demo-0"], signal.SIGKILL)
         killed_at = time.monotonic()
         left_routing = None
@@ -122,9 +163,24 @@ def test_kill_9_of_a_worker_loses_no_request(stack: Stack) -> None:
                 left_routing = time.monotonic() - killed_at
                 break
             time.sleep(0.1)
-        codes = [f.result() for f in futures]
-    assert codes == [200] * 16
+        codes = [f.result() for f in answers]
+        stream_outcomes = [f.result() for f in streams]
+    assert [code for code, _ in codes] == [200] * 12, codes
+    assert _retries(stack) > retries_before  # the answers cut on the victim went elsewhere
+    for worker, outcome in stream_outcomes:
+        if worker == "demo-1":
+            assert outcome == "completed", stream_outcomes
+        else:  # on the victim: cut mid-way, or finished just before the kill
+            assert outcome in ("error: upstream_failed", "completed"), stream_outcomes
     assert left_routing is not None and left_routing <= LEASE_DURATION + 1.0, left_routing
+
+
+def _retries(stack: Stack) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{stack.url}/metrics").text.splitlines()
+        if line.startswith("kubechat_gateway_retries_total{")
+    )
 
 
 def _live_workers(stack: Stack) -> float:

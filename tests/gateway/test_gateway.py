@@ -9,41 +9,33 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubechat.discovery.live import LiveView
-from kubechat.discovery.local_store import LocalLeaseStore
-from kubechat.gateway.app import GatewayConfig, create_app
-from kubechat.routing import Router
+from kubechat.gateway.app import GatewayConfig
 from kubechat.upstream import RetryPolicy
-from tests.support.stub_workers import serve, stub_app
 
-from .harness import BODY, gateway, record
+from .harness import BODY, FirstChoice, gateway, record
 
 
 @pytest.mark.parametrize("bad", ["busy", "draining"])
 def test_429_and_503_are_retried_on_another_worker(tmp_path: Path, bad: str) -> None:
-    with gateway(tmp_path, {"a-bad": bad, "b-ok": "ok"}) as gw:
+    # ties go to the first worker by name: every request meets the refusing one first
+    with gateway(tmp_path, {"a-bad": bad, "b-ok": "ok"}, rng=FirstChoice()) as gw:
         for _ in range(6):
             r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY)
             assert r.status_code == 200
             assert r.json()["choices"][0]["message"]["content"] == "from b-ok"
-        text = httpx.get(f"{gw.url}/metrics").text
-        assert (
-            f'kubechat_gateway_retries_total{{model="m",reason="{429 if bad == "busy" else 503}"}}'
-            in text
-        )
+        assert (gw.hits("a-bad"), gw.hits("b-ok")) == (6, 6)
+        assert gw.retries("429" if bad == "busy" else "503") == 6
 
 
 def test_connection_refused_is_retried(tmp_path: Path) -> None:
-    store = LocalLeaseStore(tmp_path / "leases")
-    store.publish(record("dead", "http://127.0.0.1:9"))  # nothing listens on port 9
-    with serve(stub_app("ok", "alive")) as alive:
-        store.publish(record("alive", alive))
-        view = LiveView(store)
-        with serve(create_app(view, Router(view))) as url:
-            for _ in range(4):
-                r = httpx.post(f"{url}/v1/chat/completions", json=BODY)
-                assert r.status_code == 200
-                assert r.headers["x-kubechat-worker"] == "alive"
+    with gateway(tmp_path, {"b-alive": "ok"}, rng=FirstChoice()) as gw:
+        gw.store.publish(record("a-dead", "http://127.0.0.1:9"))  # nothing listens on port 9
+        for _ in range(4):
+            r = httpx.post(f"{gw.url}/v1/chat/completions", json=BODY)
+            assert r.status_code == 200
+            assert r.headers["x-kubechat-worker"] == "b-alive"
+        assert gw.retries("connect_error") == 4
+        assert gw.hits("b-alive") == 4
 
 
 def test_all_workers_busy_passes_the_429_through(tmp_path: Path) -> None:
