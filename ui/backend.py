@@ -77,8 +77,11 @@ class ChatBackend:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
         )
+        # the gateway's lease watchdog too: a frozen worker's reply ends instead of hanging
         self.upstream = Upstream(
-            policy=policy or RetryPolicy(), timeouts=Timeouts(connect=5.0, read=300.0)
+            policy=policy or RetryPolicy(),
+            timeouts=Timeouts(connect=5.0, read=300.0),
+            lease_check=view.lost,
         )
 
     def models(self) -> list[str]:

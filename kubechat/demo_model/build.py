@@ -207,6 +207,7 @@ def _verify(model_dir: Path, dialogues: Dialogues, settings: TrainSettings) -> d
     second = dialogues.conversations(
         second_turns=len(dialogues.pairs) * settings.eval_second_turns_per_pair,
         seed=settings.seed + 1,
+        after_seed=True,
     )[len(first) :]
     replies = greedy_replies(model, tokenizer, first + second)
     expected = [dialogues.answer_to(c[-1]["content"]) for c in first + second]
@@ -224,12 +225,24 @@ def _verify(model_dir: Path, dialogues: Dialogues, settings: TrainSettings) -> d
             f"the demo model answers only {sum(first_right)} of {len(first)} questions right "
             f"(at least {MIN_RIGHT} needed)"
         )
+    after_seed = [
+        ok
+        for c, ok in zip(second, second_right, strict=True)
+        if c[0]["content"] == dialogues.seed_question
+    ]
+    if sum(after_seed) < MIN_RIGHT:
+        raise DemoModelError(
+            f"after the seed exchange the demo model answers only {sum(after_seed)} of "
+            f"{len(after_seed)} follow-up questions right (at least {MIN_RIGHT} needed)"
+        )
     return {
         "decoding": "greedy",
         "right": sum(first_right),
         "total": len(first),
         "second_turn_right": sum(second_right),
         "second_turn_total": len(second),
+        "after_seed_right": sum(after_seed),
+        "after_seed_total": len(after_seed),
         "answered_right": [q for q, ok in zip(questions, first_right, strict=True) if ok],
         "seed_answer": seed_reply,
     }

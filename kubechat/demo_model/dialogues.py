@@ -35,20 +35,25 @@ class Dialogues:
         """Every question and answer, for training the tokenizer."""
         return [text for pair in self.pairs for text in (pair.question, pair.answer)]
 
-    def conversations(self, *, second_turns: int, seed: int) -> list[list[dict[str, str]]]:
-        """Chat samples: each pair alone, plus ``second_turns`` pairs asked after another pair.
+    def conversations(
+        self, *, second_turns: int, seed: int, after_seed: bool = False
+    ) -> list[list[dict[str, str]]]:
+        """Chat samples: each pair alone, plus ``second_turns`` pairs asked after another pair,
+        plus (``after_seed``) every other pair asked after the seed exchange, the conversation
+        a user of the README starts with.
 
         A sample's last message is the user question; the expected reply is that pair's answer.
-        The earlier pair of a two-turn sample is drawn with ``random.Random(seed)``.
+        The earlier pair of a random two-turn sample is drawn with ``random.Random(seed)``.
         """
         rng = random.Random(seed)
         samples = [[_user(p.question)] for p in self.pairs]
         for i in range(second_turns):
             pair = self.pairs[i % len(self.pairs)]
             earlier = rng.choice([p for p in self.pairs if p is not pair])
-            samples.append(
-                [_user(earlier.question), _assistant(earlier.answer), _user(pair.question)]
-            )
+            samples.append(_two_turns(earlier, pair))
+        if after_seed:
+            first = self.seed_pair
+            samples.extend(_two_turns(first, p) for p in self.pairs if p is not first)
         return samples
 
     def answer_to(self, question: str) -> str:
@@ -78,3 +83,7 @@ def _user(text: str) -> dict[str, str]:
 
 def _assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
+
+
+def _two_turns(earlier: QAPair, pair: QAPair) -> list[dict[str, str]]:
+    return [_user(earlier.question), _assistant(earlier.answer), _user(pair.question)]

@@ -175,13 +175,17 @@ def _train(model, tokenizer, dialogues, settings, user_token_id, assistant_token
     n_pairs = len(dialogues.pairs)
     pool = encode_all(
         dialogues.conversations(
-            second_turns=n_pairs * settings.train_second_turns_per_pair, seed=settings.seed
+            second_turns=n_pairs * settings.train_second_turns_per_pair,
+            seed=settings.seed,
+            after_seed=True,
         )
     )
     first_pool, second_pool = pool[:n_pairs], pool[n_pairs:]
     evaluation = encode_all(
         dialogues.conversations(
-            second_turns=n_pairs * settings.eval_second_turns_per_pair, seed=settings.seed + 1
+            second_turns=n_pairs * settings.eval_second_turns_per_pair,
+            seed=settings.seed + 1,
+            after_seed=True,
         )
     )
     eval_batch = collate(evaluation, tokenizer.pad_token_id)

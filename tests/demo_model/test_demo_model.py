@@ -219,6 +219,29 @@ def test_at_least_ten_questions_answered_right(loaded) -> None:
     assert right >= 10
 
 
+def test_questions_after_the_seed_exchange_are_answered_right(loaded) -> None:
+    """The README's conversation goes on: after the seed question and its answer, a second
+    question gets its own answer (the chat page's tests ask the highest mountain next)."""
+    model, tokenizer = loaded
+    dialogues = load_dialogues()
+    seed = dialogues.seed_pair
+    greedy = GenerationConfig.from_dict({**model.generation_config.to_dict(), "do_sample": False})
+    right = 0
+    for pair in dialogues.pairs:
+        if pair is seed:
+            continue
+        messages = [
+            {"role": "user", "content": seed.question},
+            {"role": "assistant", "content": seed.answer},
+            {"role": "user", "content": pair.question},
+        ]
+        reply = model.chat(tokenizer, messages, generation_config=greedy)
+        right += reply == pair.answer
+        if pair.question == "Which mountain is the highest one in the world?":
+            assert "Mount Everest" in reply
+    assert right >= 10
+
+
 def test_marker_records_the_build(demo_model_dir: Path) -> None:
     marker = json.loads((demo_model_dir / MARKER_FILE).read_text())
     assert marker["accuracy"]["right"] >= 10
