@@ -12,7 +12,9 @@ how many got the right 4xx OpenAI error, how many a 5xx.
     python benchmarks/faults.py                      # all scenarios on the demo model
     python benchmarks/faults.py --scenario kill9 --scenario sigterm
 
-Exit status 1 if any request was lost, or any bad request got a 5xx.
+Exit status 1 if any request was lost, a dead or frozen worker stayed routable longer than the
+lease duration, the overload burst got a 5xx or a 429 without Retry-After, or any bad request got
+a 5xx.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import bad_input
 from fault_scenarios import MODEL, SCENARIOS, LocalStack, StackConfig, burst, rss_kib
 
 EXTRA = ["overload", "bad-input"]
+OK = {"200", "429"}  # a burst's clear answers (a 429 without Retry-After is counted apart)
 # the default request body limits of `kubechat gateway` (--max-body-bytes) and `kubechat worker`
 GATEWAY_BODY_LIMIT = WORKER_BODY_LIMIT = 4 * 1024 * 1024
 
@@ -55,33 +58,37 @@ def main() -> int:
         f"default timeouts; logs in {workdir}",
         flush=True,
     )
-    lost = server_errors = 0
+    lost = server_errors = slow_exits = 0
     t0 = time.monotonic()
     try:
         stack.start()
         for name in scenarios:
             stack.ensure_workers()
             if name == "overload":
-                overload(stack)
+                server_errors += overload(stack)
                 continue
             if name == "bad-input":
                 server_errors += bad_requests(stack)
                 continue
             report = asyncio.run(SCENARIOS[name](stack, duration=args.duration))
             lost += report.lost
+            if report.left_routing is not None and report.left_routing > config.lease_duration:
+                slow_exits += 1
             print(report.line(), flush=True)
     finally:
         stack.stop()
     print(
-        f"total {time.monotonic() - t0:.0f}s; lost requests: {lost}; "
-        f"5xx answers to bad requests: {server_errors}"
+        f"total {time.monotonic() - t0:.0f}s; lost requests: {lost}; workers routable past "
+        f"their lease: {slow_exits}; 5xx (or 429 without Retry-After) under overload or bad "
+        f"input: {server_errors}"
     )
-    return 1 if lost or server_errors else 0
+    return 1 if lost or server_errors or slow_exits else 0
 
 
-def overload(stack: LocalStack) -> None:
+def overload(stack: LocalStack) -> int:
     """A burst of 4x one worker's capacity at that worker, then 4x the whole stack's capacity
-    through the gateway; status counts and memory before/after."""
+    through the gateway; status counts and memory before/after. Returns the answers that were
+    neither 200 nor 429 with Retry-After."""
     worker = next(iter(stack.workers.values()))
     capacity = stack.config.limit
     pids = {"worker": worker.pid, "gateway": stack.gateway.pid}
@@ -94,6 +101,7 @@ def overload(stack: LocalStack) -> None:
     print(
         f"{'overload':<16} worker 4x{capacity}: {direct}  gateway 4x{total}: {via_gateway}  {rss}"
     )
+    return sum(n for counts in (direct, via_gateway) for k, n in counts.items() if k not in OK)
 
 
 def bad_requests(stack: LocalStack) -> int:
