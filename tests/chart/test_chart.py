@@ -531,3 +531,22 @@ def test_discovery_reads_each_namespace_the_operator_watches() -> None:
     bindings = _discovery(docs, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(roles)
     assert not _discovery(docs, "ClusterRole")
+
+
+def test_a_public_chat_page_needs_a_login_or_an_explicit_yes() -> None:
+    on = ("--set", "ui.ingress.enabled=true")
+    refused = helm("template", "kc", str(CHART), *on, check=False)
+    assert refused.returncode != 0
+    assert "set ui.authSecret" in refused.stderr
+    for extra in ("ui.authSecret=logins", "ui.ingress.allowAnonymous=true"):
+        docs = render(sets=("ui.ingress.enabled=true", extra))
+        assert one(docs, "Ingress", "-ui")["spec"]["rules"][0]["host"]
+
+
+def test_ingresses_do_not_buffer_streams_by_default() -> None:
+    docs = render(sets=("gateway.ingress.enabled=true", "ui.ingress.allowAnonymous=true",
+                        "ui.ingress.enabled=true"))  # fmt: skip
+    for suffix in ("-gateway", "-ui"):
+        annotations = one(docs, "Ingress", suffix)["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+        assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
