@@ -73,13 +73,13 @@ class Server:
 
 
 def load(server: Server, concurrency: int, max_tokens: int) -> RunResult:
-    """One closed-loop run: ``concurrency`` users, two requests each (at least 8 in all)."""
+    """One closed-loop run: ``concurrency`` users, four requests each (at least 16 in all)."""
     return asyncio.run(
         run(
             server.url,
             server.model,
             concurrency=concurrency,
-            requests=max(8, 2 * concurrency),
+            requests=max(16, 4 * concurrency),
             max_tokens=max_tokens,
             ignore_eos=server.ignore_eos,
         )

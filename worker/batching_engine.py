@@ -170,7 +170,7 @@ class BatchingEngine(Engine):
         device: torch.device | str,
         capacity: int,
         *,
-        max_batch_tokens: int = 256,
+        max_batch_tokens: int = 128,
         kv_budget_tokens: int | None = None,
     ) -> None:
         self._model = model

@@ -84,8 +84,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--max-batch-tokens",
         type=int,
-        default=256,
-        help="prompt tokens prefilled per batched step (long prompts are chunked)",
+        default=None,
+        help=(
+            "prompt tokens prefilled per batched step (long prompts are chunked; default: 128 "
+            "on CPU, 2048 on GPUs)"
+        ),
     )
     s.add_argument(
         "--kv-cache-memory",
@@ -156,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if num_gpus > 0 else "cpu"
     if device == "cpu" and num_gpus > 0:
         raise UsageError("--device cpu contradicts --num-gpus > 0")
-    if args.max_batch_tokens < 16:
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 16:
         raise UsageError("--max-batch-tokens must be >= 16")
     kv_cache_bytes = None
     if args.kv_cache_memory:

@@ -30,7 +30,7 @@ class RuntimeOptions:
     conv_template: str | None = None
     limit_concurrency: int = 5
     engine: str = "auto"  # auto | batching | serial
-    max_batch_tokens: int = 256
+    max_batch_tokens: int | None = None  # None: default_batch_tokens for the device
     kv_cache_bytes: int | None = None
 
 
@@ -59,9 +59,21 @@ def make_engine(loaded: LoadedModel, options: RuntimeOptions) -> Engine:
         loaded.model,
         loaded.device,
         capacity=options.limit_concurrency,
-        max_batch_tokens=options.max_batch_tokens,
+        max_batch_tokens=options.max_batch_tokens or default_batch_tokens(loaded.device),
         kv_budget_tokens=budget,
     )
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    """Prompt tokens prefilled per step unless ``--max-batch-tokens`` says otherwise.
+
+    On a CPU a forward pass costs about in proportion to its tokens, so a bigger prefill step
+    only holds up the running streams' next token and the rest of a burst's first tokens (at 32
+    concurrent chat requests on the benchmark model: TTFT p50 about 0.25 s with 128 against 0.35 s
+    with 256, same throughput). A GPU prefills a few thousand tokens in about the time of a few
+    hundred, so there bigger steps are nearly free.
+    """
+    return 2048 if device.type == "cuda" else 128
 
 
 def kv_budget_bytes(loaded: LoadedModel, options: RuntimeOptions) -> int | None:

@@ -418,10 +418,7 @@ def test_full_worker_429_then_disconnect_stops_the_generation(demo_model_dir, tm
             assert busy.json()["error"]["type"] == "rate_limit_error"
             assert int(busy.headers["Retry-After"]) >= 1
             stamps = [time.monotonic() for line in itertools.islice(lines, 12) if line]
-        closed = time.monotonic()
-        pace = (stamps[-1] - stamps[0]) / (len(stamps) - 1)  # seconds per token, about
-        # the engine counts the sequence as running until its generation is cancelled; left
-        # to run, the other half of max_tokens alone would take max_tokens / 2 * pace
+        # the engine counts the sequence as running until its generation is cancelled
         until(
             lambda: (
                 _metric_url(url, "kubechat_worker_running") == 0
@@ -431,11 +428,12 @@ def test_full_worker_429_then_disconnect_stops_the_generation(demo_model_dir, tm
             interval=0.02,
             what="generation stopped after the disconnect",
         )
-        assert time.monotonic() - closed < max_tokens / 2 * pace
-        # the cut request's tokens are counted once it ends: far fewer than max_tokens
+        # the cut request's tokens are counted once it ends: far fewer than max_tokens (left
+        # to run, it would count all of them; the lines read arrive in bursts, so their pace
+        # is no measure of the engine's)
         generated = until(lambda: _metric_url(url, tokens) - tokens_before, timeout=10)
         assert len(stamps) <= generated < max_tokens / 2
-        time.sleep(2 * pace)
+        time.sleep(1.0)
         assert _metric_url(url, tokens) - tokens_before == generated  # and no more come
         ok = httpx.post(
             f"{url}/v1/chat/completions",

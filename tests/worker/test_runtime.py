@@ -47,3 +47,8 @@ def test_a_budget_below_one_sequence_is_reported(caplog) -> None:
     assert "less than one full-length sequence" in messages[0]
     assert caplog.records[0].levelno == logging.WARNING
     assert "10 full-length sequences" in messages[1]
+
+
+def test_prefill_steps_are_small_on_cpu_and_large_on_gpus() -> None:
+    assert runtime.default_batch_tokens(torch.device("cpu")) == 128
+    assert runtime.default_batch_tokens(torch.device("cuda", 0)) == 2048
