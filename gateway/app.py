@@ -186,6 +186,7 @@ def create_app(
             metrics.duration.labels(model).observe(time.perf_counter() - started)
             return Response(result.body, status_code=result.status, headers=result.headers)
         metrics.ttft.labels(model).observe(time.perf_counter() - started)
+        metrics.streaming(model)
 
         def ended() -> None:
             metrics.duration.labels(model).observe(time.perf_counter() - started)

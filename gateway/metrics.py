@@ -10,6 +10,9 @@ from prometheus_client.registry import Collector
 
 disable_created_metrics()
 
+# the reasons kubechat.upstream gives a broken stream, and the gateway's own ("internal")
+STREAM_ERROR_REASONS = ("connection_closed", "timeout", "read_error", "lease_lost", "internal")
+
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -59,6 +62,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._streamed_models: set[str] = set()
         self.requests = Counter(
             "kubechat_gateway_requests",
             "Requests by model, endpoint and code (model '-': no served model named, e.g. an "
@@ -112,6 +116,15 @@ class GatewayMetrics:
     def stream_failed(self, model: str, reason: str) -> None:
         """A stream under way broke off after ``reason``."""
         self.stream_errors.labels(model, reason).inc()
+
+    def streaming(self, model: str) -> None:
+        """A stream of ``model`` starts: its stream-error series exist from now on (at 0), so a
+        dashboard shows 0 rather than no data while nothing broke off."""
+        if model in self._streamed_models:
+            return
+        self._streamed_models.add(model)
+        for reason in STREAM_ERROR_REASONS:
+            self.stream_errors.labels(model, reason)
 
     def watch_discovery(
         self,

@@ -66,3 +66,17 @@ def test_a_stream_that_breaks_off_is_counted_as_a_stream_error(tmp_path: Path) -
         errors = 'kubechat_gateway_stream_errors_total{model="m",reason="connection_closed"}'
         assert gw.metric(errors) == 1
         assert gw.requests("200") == 1  # its status was 200: the break is counted apart
+
+
+def test_stream_error_series_start_at_zero_once_a_model_streams(tmp_path: Path) -> None:
+    from kubechat.gateway.metrics import STREAM_ERROR_REASONS
+
+    with gateway(tmp_path, {"a": "ok"}) as gw:
+        before = gw.metrics()
+        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=STREAM) as r:
+            assert r.status_code == 200
+            r.read()
+        after = gw.metrics()
+    assert "kubechat_gateway_stream_errors_total{" not in before
+    for reason in STREAM_ERROR_REASONS:
+        assert f'kubechat_gateway_stream_errors_total{{model="m",reason="{reason}"}} 0.0' in after
