@@ -1,6 +1,7 @@
 """Throughput of kubechat against `transformers serve --continuous-batching`, on one model.
 
     python benchmarks/throughput.py [--model-dir DIR] [--concurrency 1 4 16 32] [--max-tokens 128]
+                                    [--rounds 2]
 
 Builds the benchmark model (benchmarks/bench_model.py) unless given one, starts kubechat's worker,
 kubechat's gateway in front of it, and `transformers serve --continuous-batching` (skipped with a
@@ -8,8 +9,10 @@ note if its serving extras are missing) on the same model, then, one concurrency
 puts each server under the same streaming chat load in turn and runs HF `generate` on a static
 batch of the same size. Servers wait idle (no CPU) while another is measured; taking every
 server's figure for a concurrency back to back keeps a change of machine load from tilting the
-ratios. Prints output tokens/s, TTFT p50/p95, inter-token latency p50, errors, the ratios to
-transformers serve, and the issue's targets.
+ratios; with ``--rounds N`` each concurrency is measured N times in turn (worker, gateway, serve,
+static; again) and the rounds are pooled, which evens out the machine's drift (+-10 % from one
+minute to the next on a shared 2-core VM). Prints output tokens/s, TTFT p50/p95, inter-token
+latency p50, errors, the ratios to transformers serve, and the issue's targets.
 """
 
 from __future__ import annotations
@@ -114,6 +117,15 @@ def transformers_serve(model_dir: Path, work: Path) -> Iterator[Server | None]:
         context.__exit__(None, None, None)
 
 
+def pooled(runs: list[RunResult]) -> RunResult:
+    """Several runs at one concurrency as one: their requests together over their summed time."""
+    return RunResult(
+        runs[0].concurrency,
+        sum(r.seconds for r in runs),
+        [x for r in runs for x in r.results],
+    )
+
+
 def row(name: str, c: int, r: RunResult, base: RunResult | None) -> str:
     """One line of the table."""
     ratio = "     -"
@@ -169,6 +181,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=LEVELS)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--skip-transformers-serve", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="measurements per server and concurrency, pooled"
+    )
     args = parser.parse_args()
     levels = sorted(set(args.concurrency))
     with (
@@ -195,14 +210,23 @@ def main() -> int:
                     s.url, s.model, concurrency=1, requests=1, max_tokens=8, ignore_eos=s.ignore_eos
                 )
             )
-        print(f"model: {model_dir}; {os.cpu_count()} CPUs\n\n{HEADER}", flush=True)
+        print(
+            f"model: {model_dir}; {os.cpu_count()} CPUs; {args.rounds} round(s) pooled\n\n{HEADER}",
+            flush=True,
+        )
         results: dict[str, dict[int, RunResult]] = {s.name: {} for s in servers}
         static: dict[int, float] = {}
         for c in levels:
             load_before = os.getloadavg()[0]
+            runs: dict[str, list[RunResult]] = {s.name: [] for s in servers}
+            statics = []
+            for _ in range(max(1, args.rounds)):
+                for s in servers:
+                    runs[s.name].append(load(s, c, args.max_tokens))
+                statics.append(static_batch.tokens_per_s(c, args.max_tokens))
             for s in servers:
-                results[s.name][c] = load(s, c, args.max_tokens)
-            static[c] = static_batch.tokens_per_s(c, args.max_tokens)
+                results[s.name][c] = pooled(runs[s.name])
+            static[c] = sum(statics) / len(statics)
             base = results[SERVE][c] if SERVE in results else None
             for s in servers:
                 r = results[s.name][c]
