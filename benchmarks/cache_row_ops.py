@@ -16,7 +16,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -25,6 +27,7 @@ from bench_model import build
 from transformers import AutoModelForCausalLM
 
 from kubechat.worker.padded_cache import append_rows, keep_rows, positions, use_growing_layers
+from kubechat.worker.serial_engine import output_cache
 
 
 def main() -> int:
@@ -52,11 +55,15 @@ def _prefill(model: torch.nn.Module, rows: int, width: int) -> tuple[object, tor
     ids = torch.randint(3, model.config.vocab_size, (rows, width))
     mask = torch.ones_like(ids)
     out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
-    use_growing_layers(out.past_key_values)
-    return out.past_key_values, mask
+    cache = output_cache(out)
+    use_growing_layers(cache)
+    return cache, mask
 
 
-def _timed(fn) -> tuple[object, float]:
+T = TypeVar("T")
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = fn()
     return value, (time.perf_counter() - started) * 1000
