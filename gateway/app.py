@@ -15,23 +15,32 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
-from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
 from kubechat.discovery.live import LiveView
-from kubechat.openai_errors import OpenAIError, model_not_found, validation_error
+from kubechat.openai_errors import OpenAIError, validation_error
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
-from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
+from kubechat.upstream import RetryPolicy, Timeouts, Upstream
 
 from .auth import KeyChecker, KeyGuard, missing_key
+from .completions import ENDPOINTS, CompletionsEndpoint
 from .metrics import GatewayMetrics
-from .relay import RelayResponse
+from .request_body import document_endpoints
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
-_PASS_HEADERS = ("content-type", "accept", "openai-organization", "x-request-id")
+BODIES = {
+    "/v1/chat/completions": (
+        ChatCompletionRequest,
+        "OpenAI chat completions, routed to a live worker serving `model`",
+    ),
+    "/v1/completions": (
+        CompletionRequest,
+        "OpenAI completions, routed to a live worker serving `model`",
+    ),
+}
 
 
 @dataclass
@@ -148,50 +157,12 @@ def create_app(
             ],
         }
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
-        """OpenAI chat completions, routed to a live worker serving ``model``."""
-        return await proxy(request, body.model, body.stream)
-
-    @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        """OpenAI completions, routed to a live worker serving ``model``."""
-        return await proxy(request, body.model, body.stream)
-
-    async def proxy(request: Request, model: str, stream: bool) -> Response:
-        endpoint = ENDPOINTS[request.url.path]
-        path = request.url.path
-        started = time.perf_counter()
-        body = await request.body()  # the raw bytes, passed on unchanged (vendor extras too)
-        _check_known(view, model)
-        # labelled only once known: a made-up name (a 404) must not create a metric series
-        request.state.model = model
-        headers = {k: v for k, v in request.headers.items() if k.lower() in _PASS_HEADERS}
-        send = state["upstream"].send(
-            model=model,
-            path=path,
-            body=body,
-            headers=headers,
-            stream=stream,
-            pick=lambda excluded: router.pick(model, exclude=excluded),
-            track=lambda worker: router.track(worker).release,
+    for path, (schema, _) in BODIES.items():
+        endpoint = CompletionsEndpoint(
+            path, schema, view, router, metrics, upstream=lambda: state["upstream"]
         )
-        result = send if stream else until_disconnect(send, request.is_disconnected)
-        result = await result
-        if result is None:  # the client went away before the answer
-            metrics.requests.labels(model, endpoint, "499").inc()
-            return Response(status_code=499)
-        metrics.requests.labels(model, endpoint, str(result.status)).inc()
-        if isinstance(result, Buffered):
-            metrics.duration.labels(model).observe(time.perf_counter() - started)
-            return Response(result.body, status_code=result.status, headers=result.headers)
-        metrics.ttft.labels(model).observe(time.perf_counter() - started)
-        metrics.streaming(model)
-
-        def ended() -> None:
-            metrics.duration.labels(model).observe(time.perf_counter() - started)
-
-        return RelayResponse(result, ended, lambda: metrics.stream_failed(model, "internal"))
+        app.router.routes.append(Route(path, endpoint, methods=["POST"]))
+    document_endpoints(app, BODIES)
 
     def rejected(path: str) -> None:
         endpoint = ENDPOINTS.get(path)
@@ -212,12 +183,3 @@ def create_app(
         )
     app.state.metrics = metrics
     return app
-
-
-def _check_known(view: LiveView, model: str) -> None:
-    """404 for a model the gateway never saw in a worker record; a model it saw whose workers
-    are all gone (exited, scaled to 0) or not live gets 503 from the upstream step instead: it
-    may come back."""
-    if model in view.models() or model in view.known_models():
-        return
-    raise model_not_found(model, view.models())

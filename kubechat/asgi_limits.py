@@ -36,14 +36,14 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLargeError(
+                    raise BodyTooLarge(
                         f"request body is larger than the limit of {self.limit} bytes"
                     )
             return message
 
         try:
             await self.app(scope, counting_receive, send)
-        except _TooLargeError:
+        except BodyTooLarge:
             await self._reject(send)
 
     async def _reject(self, send: Any) -> None:
@@ -95,13 +95,13 @@ async def _send_error(send: Any, err: OpenAIError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLargeError(Exception):
-    """A chunked body went over the limit while being read."""
+class BodyTooLarge(Exception):
+    """A chunked body went over the limit while being read (``BodyLimit`` answers it 413)."""
 
 
 def http_error(exc: Any) -> OpenAIError:
     """An OpenAIError for a framework HTTP exception (404 path, 405 method, body read errors)."""
-    if isinstance(exc.__cause__, _TooLargeError):
+    if isinstance(exc.__cause__, BodyTooLarge):
         return OpenAIError(413, str(exc.__cause__), code="request_too_large")
     status = int(getattr(exc, "status_code", 500))
     detail = getattr(exc, "detail", None) or "error"
