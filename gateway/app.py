@@ -20,27 +20,15 @@ from starlette.routing import Route
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, validation_error
-from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
 from kubechat.upstream import RetryPolicy, Timeouts, Upstream
 
 from .auth import KeyChecker, KeyGuard, missing_key
-from .completions import ENDPOINTS, CompletionsEndpoint
+from .completions import COMPLETIONS, CompletionsEndpoint
 from .metrics import GatewayMetrics
-from .request_body import document_endpoints
+from .openapi_docs import document_endpoints
 
 log = logging.getLogger(__name__)
-
-BODIES = {
-    "/v1/chat/completions": (
-        ChatCompletionRequest,
-        "OpenAI chat completions, routed to a live worker serving `model`",
-    ),
-    "/v1/completions": (
-        CompletionRequest,
-        "OpenAI completions, routed to a live worker serving `model`",
-    ),
-}
 
 
 @dataclass
@@ -100,10 +88,10 @@ def create_app(
     app = FastAPI(title="kubechat gateway", version="0.1.0", lifespan=lifespan)
 
     def count_error(request: Request, status: int) -> None:
-        endpoint = ENDPOINTS.get(request.url.path)
+        endpoint = COMPLETIONS.get(request.url.path)
         if endpoint is not None:
             model = getattr(request.state, "model", "-")
-            metrics.requests.labels(model, endpoint, str(status)).inc()
+            metrics.requests.labels(model, endpoint.label, str(status)).inc()
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
@@ -157,17 +145,17 @@ def create_app(
             ],
         }
 
-    for path, (schema, _) in BODIES.items():
+    for path in COMPLETIONS:
         endpoint = CompletionsEndpoint(
-            path, schema, view, router, metrics, upstream=lambda: state["upstream"]
+            path, view, router, metrics, upstream=lambda: state["upstream"]
         )
         app.router.routes.append(Route(path, endpoint, methods=["POST"]))
-    document_endpoints(app, BODIES)
+    document_endpoints(app, COMPLETIONS)
 
     def rejected(path: str) -> None:
-        endpoint = ENDPOINTS.get(path)
+        endpoint = COMPLETIONS.get(path)
         if endpoint is not None:
-            metrics.requests.labels("-", endpoint, "401").inc()
+            metrics.requests.labels("-", endpoint.label, "401").inc()
 
     app.add_middleware(KeyGuard, checker=keys, on_reject=rejected)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)

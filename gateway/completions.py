@@ -5,13 +5,14 @@ machinery (the request/response wrappers, dependency solving, body parsing and i
 validation pass) cost about a quarter of the gateway's CPU per request, and every request of the
 API goes through here. The body gets the same checks a FastAPI body parameter makes
 (``request_body.parse_body``), and the app's OpenAPI schema still documents both endpoints
-(``request_body.document_endpoints``).
+(``openapi_docs.document_endpoints``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +23,7 @@ from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyTooLarge
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, model_not_found
+from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, Upstream
 
@@ -29,12 +31,33 @@ from .metrics import GatewayMetrics
 from .relay import RelayResponse
 from .request_body import parse_body
 
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+@dataclass(frozen=True)
+class Completion:
+    """One completions path: its metric label, its request model and its summary in the schema."""
+
+    label: str
+    schema: type[BaseModel]
+    summary: str
+
+
+COMPLETIONS = {
+    "/v1/chat/completions": Completion(
+        "chat",
+        ChatCompletionRequest,
+        "OpenAI chat completions, routed to a live worker serving `model`",
+    ),
+    "/v1/completions": Completion(
+        "completions",
+        CompletionRequest,
+        "OpenAI completions, routed to a live worker serving `model`",
+    ),
+}
 _PASS_HEADERS = ("content-type", "accept", "openai-organization", "x-request-id")
 
 
 class CompletionsEndpoint:
-    """ASGI app of one completions path: ``schema`` is its request model.
+    """ASGI app of one path of ``COMPLETIONS``.
 
     ``upstream()`` gives the connection pool to the workers (opened in the app's lifespan).
     Errors are answered as OpenAI error JSON and counted; anything unexpected propagates to the
@@ -44,15 +67,14 @@ class CompletionsEndpoint:
     def __init__(
         self,
         path: str,
-        schema: type[BaseModel],
         view: LiveView,
         router: Router,
         metrics: GatewayMetrics,
         upstream: Callable[[], Upstream],
     ) -> None:
         self.path = path
-        self.endpoint = ENDPOINTS[path]
-        self.schema = schema
+        self.endpoint = COMPLETIONS[path].label
+        self.schema = COMPLETIONS[path].schema
         self.view = view
         self.router = router
         self.metrics = metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -137,8 +138,20 @@ def test_a_request_without_a_key_is_refused_before_routing_and_counted(tmp_path:
     assert counted % "completions" in text
 
 
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
+    errors = _Errors()
     with gateway(tmp_path, {"w1": "endless"}) as gw:
+        # added once the servers run: uvicorn's logging setup replaces its loggers' handlers
+        logging.getLogger("uvicorn.error").addHandler(errors)
         with httpx.stream(
             "POST", f"{gw.url}/v1/chat/completions", json={**BODY, "stream": True}, timeout=10
         ) as r:
@@ -147,6 +160,10 @@ def test_client_going_away_cancels_the_upstream_stream(tmp_path: Path) -> None:
             assert next(line for line in lines if line).startswith("data: ")
         closed = gw.workers["w1"].state.closed
         assert closed.wait(5), "the worker's stream kept running after the client left"
+        # a client leaving is not an error of the gateway's: nothing logged, and it serves on
+        assert httpx.post(f"{gw.url}/v1/chat/completions", json=BODY).status_code == 200
+    logging.getLogger("uvicorn.error").removeHandler(errors)
+    assert errors.messages == []
 
 
 def test_idle_live_workers_report_zero_in_flight(tmp_path: Path) -> None:
