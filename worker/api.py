@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +26,6 @@ log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_SECONDS = 5.0
-KEEPALIVE = ": keep-alive\n\n"
 DONE_EVENT = "data: [DONE]\n\n"
 
 
@@ -119,7 +117,7 @@ def create_app(
             outcome = StreamOutcome()
 
             async def events() -> AsyncGenerator[str, None]:
-                async for event in with_keepalive(serving.stream(job), keepalive_seconds):
+                async for event in serving.stream(job, keepalive_seconds):
                     if event == DONE_EVENT:
                         # free the slot before the client can read the end and send its
                         # next request, or that request could find the worker still full
@@ -171,29 +169,6 @@ class ClosingStream(StreamingResponse):
                 await self._events.aclose()
             finally:
                 self._on_end()
-
-
-async def with_keepalive(events: AsyncIterator[str], every: float) -> AsyncIterator[str]:
-    """Yield ``events``; after each ``every`` seconds without one, yield an SSE comment."""
-    source = aiter(events)
-    pending = asyncio.ensure_future(anext(source))
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield KEEPALIVE
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            yield event
-            pending = asyncio.ensure_future(anext(source))
-    finally:
-        if not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-        await source.aclose()
 
 
 def _serving(state: WorkerState) -> Serving:

@@ -25,9 +25,11 @@ from kubechat.openai_protocol import (
 from .admission import Admission, Slot
 from .engine import Engine, EngineError, GenerationRequest, SamplingParams
 from .metrics import WorkerMetrics
+from .stream_chunks import StreamChunks
 from .text_stream import IncrementalDecoder, StopMatcher
 
 DEFAULT_MAX_TOKENS = 256
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see the stream alive
 
 # receives (sequence, new text, whether this is the sequence's last piece)
 Sink = Callable[["_Sequence", str, bool], Awaitable[None]]
@@ -229,15 +231,15 @@ class Serving:
         steps = self.rt.engine.generate(gen)
         pending: list[str] = []
         last = None
-        labels = self.metrics
+        ttft, itl = self.metrics.ttft.labels(job.model), self.metrics.itl.labels(job.model)
         try:
             async for step in steps:
                 t = time.perf_counter()
                 if step.token_id is not None:
                     if seq.completion_tokens == 0:
-                        labels.ttft.labels(job.model).observe(t - job.started)
+                        ttft.observe(t - job.started)
                     elif last is not None:
-                        labels.itl.labels(job.model).observe(t - last)
+                        itl.observe(t - last)
                     last = t
                     seq.completion_tokens += 1
                     pending.append(matcher.feed(decoder.push(step.token_id)))
@@ -336,47 +338,27 @@ class Serving:
             "usage": usage,
         }
 
-    async def stream(self, job: _Job) -> AsyncIterator[str]:
-        """Run a job and yield its server-sent events, ending with ``data: [DONE]``."""
-        rid = new_id("chatcmpl" if job.endpoint == "chat" else "cmpl")
-        created = now()
+    async def stream(self, job: _Job, keepalive_seconds: float | None = None) -> AsyncIterator[str]:
+        """Run a job and yield its server-sent events, ending with ``data: [DONE]``; after each
+        ``keepalive_seconds`` without an event (waiting for a slot in a busy engine) it yields
+        :data:`KEEPALIVE`, so that no proxy's idle timeout cuts a healthy stream."""
         chat = job.endpoint == "chat"
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        queue: asyncio.Queue[tuple[_Sequence, str, bool] | None] = asyncio.Queue()
+        chunks = StreamChunks(
+            new_id("chatcmpl" if chat else "cmpl"), chat, now(), job.model, job.include_usage
+        )
+        queue: asyncio.Queue[tuple[_Sequence, str, bool] | str | None] = asyncio.Queue()
         per_prompt = len(job.requests) // len(job.prompt_texts)
-
-        def chunk(choices: list[dict], usage: dict | None = None) -> str:
-            body: dict[str, Any] = {
-                "id": rid,
-                "object": obj,
-                "created": created,
-                "model": job.model,
-                "choices": choices,
-            }
-            if job.include_usage:
-                body["usage"] = usage
-            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
-
-        def choice(seq: _Sequence, text: str, finish: str | None) -> dict:
-            if chat:
-                delta = {"content": text} if text else {}
-                return {
-                    "index": seq.index,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            return {"index": seq.index, "text": text, "logprobs": None, "finish_reason": finish}
 
         async def push(seq: _Sequence, text: str, final: bool) -> None:
             await queue.put((seq, text, final))
 
         runner = asyncio.create_task(self._run_all(job, push))
         runner.add_done_callback(lambda _: queue.put_nowait(None))
+        silence = _SilenceWatch(queue, keepalive_seconds) if keepalive_seconds else None
         try:
             for i in range(len(job.requests)):
                 if chat:
-                    yield chunk(
+                    yield chunks.event(
                         [
                             {
                                 "index": i,
@@ -387,7 +369,7 @@ class Serving:
                         ]
                     )
                 elif job.echo:
-                    yield chunk(
+                    yield chunks.event(
                         [
                             {
                                 "index": i,
@@ -398,12 +380,17 @@ class Serving:
                         ]
                     )
             while (item := await queue.get()) is not None:
+                if item is KEEPALIVE:
+                    yield KEEPALIVE
+                    continue
+                if silence is not None:
+                    silence.heard()
                 seq, text, final = item
                 if text or final:
-                    yield chunk([choice(seq, text, seq.finish_reason if final else None)])
+                    yield chunks.delta(seq.index, text, seq.finish_reason if final else None)
             seqs = await runner  # raises what the engine raised
             if job.include_usage:
-                yield chunk([], self.usage(job, seqs))
+                yield chunks.event([], self.usage(job, seqs))
         except (EngineError, OpenAIError) as exc:
             err = (
                 exc
@@ -413,10 +400,42 @@ class Serving:
             job.error = err
             yield f"data: {json.dumps(err.body())}\n\n"
         finally:
+            if silence is not None:
+                silence.stop()
             if not runner.done():
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
         yield "data: [DONE]\n\n"
+
+
+class _SilenceWatch:
+    """Puts :data:`KEEPALIVE` on a stream's queue whenever ``every`` seconds pass without
+    :meth:`heard`. One timer per ``every`` seconds and nothing per event: a timeout on each wait
+    for the next event (a task and a timer per token) took a seventh of the worker's event-loop
+    time per streamed token."""
+
+    def __init__(self, queue: asyncio.Queue, every: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = queue
+        self._every = every
+        self._last = self._loop.time()
+        self._timer = self._loop.call_later(every, self._check)
+
+    def heard(self) -> None:
+        """An event went out now."""
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        silent = self._loop.time() - self._last
+        if silent >= self._every:
+            self._queue.put_nowait(KEEPALIVE)
+            self.heard()
+            silent = 0.0
+        self._timer = self._loop.call_later(self._every - silent, self._check)
+
+    def stop(self) -> None:
+        """No more keep-alives."""
+        self._timer.cancel()
 
 
 def _role(role: str) -> str:
