@@ -12,7 +12,8 @@ both, their ratio (gateway / direct) and the time to first token the gateway add
 measures the gateway alone instead: in front of a worker stand-in that streams at almost no CPU
 cost (benchmarks/fake_worker.py), it prints the gateway's own CPU time per relayed chunk (the
 figure that decides how much it slows a worker sharing its cores) and per request; with
-``--max-tokens 1`` the latter is what routing one request costs.
+``--max-tokens 1`` the latter is what routing one request costs. It also prints the load
+client's own CPU per chunk (it shares the cores with the servers in every benchmark here).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -100,20 +102,22 @@ def relay_cpu(levels: list[int], requests_per_user: int, max_tokens: int) -> int
             asyncio.run(run(gw.url, "bench", concurrency=1, requests=1, max_tokens=8))
             print(
                 f"{'conc':>4} {'chunks':>8} {'chunks/s':>9} {'gateway CPU s':>13} "
-                f"{'us/chunk':>8} {'ms/request':>10} {'errors':>6}"
+                f"{'us/chunk':>8} {'ms/request':>10} {'client us/chunk':>15} {'errors':>6}"
             )
             for c in levels:
-                before = cpu_seconds(gw.pid)
+                before, client_before = cpu_seconds(gw.pid), time.process_time()
                 n = c * requests_per_user
                 r = asyncio.run(
                     run(gw.url, "bench", concurrency=c, requests=n, max_tokens=max_tokens)
                 )
                 used = cpu_seconds(gw.pid) - before
+                client = time.process_time() - client_before
                 chunks = sum(x.output_tokens for x in r.results if x.ok)
                 print(
                     f"{c:>4} {chunks:>8} {chunks / r.seconds:>9.0f} {used:>13.2f} "
                     f"{used / max(chunks, 1) * 1e6:>8.0f} "
-                    f"{used / max(n - r.errors, 1) * 1e3:>10.2f} {r.errors:>6}"
+                    f"{used / max(n - r.errors, 1) * 1e3:>10.2f} "
+                    f"{client / max(chunks, 1) * 1e6:>15.0f} {r.errors:>6}"
                 )
     return 0
 
