@@ -21,12 +21,12 @@ from .engine import EngineError
 from .response_metrics import CLIENT_GONE, CountResponses, StreamOutcome, label_model, report_status
 from .serving import Serving
 from .state import WorkerState
+from .stream_chunks import DONE_EVENT
 
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_SECONDS = 5.0
-DONE_EVENT = "data: [DONE]\n\n"
 
 
 def create_app(

@@ -7,7 +7,6 @@ generation_config, context-window checks, ``n`` choices, stop strings, usage, st
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,11 +24,10 @@ from kubechat.openai_protocol import (
 from .admission import Admission, Slot
 from .engine import Engine, EngineError, GenerationRequest, SamplingParams
 from .metrics import WorkerMetrics
-from .stream_chunks import StreamChunks
+from .stream_chunks import DONE_EVENT, KEEPALIVE, StreamChunks, error_event
 from .text_stream import IncrementalDecoder, StopMatcher
 
 DEFAULT_MAX_TOKENS = 256
-KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see the stream alive
 
 # receives (sequence, new text, whether this is the sequence's last piece)
 Sink = Callable[["_Sequence", str, bool], Awaitable[None]]
@@ -339,7 +337,7 @@ class Serving:
         }
 
     async def stream(self, job: _Job, keepalive_seconds: float | None = None) -> AsyncIterator[str]:
-        """Run a job and yield its server-sent events, ending with ``data: [DONE]``; after each
+        """Run a job and yield its server-sent events, ending with :data:`DONE_EVENT`; after each
         ``keepalive_seconds`` without an event (waiting for a slot in a busy engine) it yields
         :data:`KEEPALIVE`, so that no proxy's idle timeout cuts a healthy stream."""
         chat = job.endpoint == "chat"
@@ -357,28 +355,9 @@ class Serving:
         silence = _SilenceWatch(queue, keepalive_seconds) if keepalive_seconds else None
         try:
             for i in range(len(job.requests)):
-                if chat:
-                    yield chunks.event(
-                        [
-                            {
-                                "index": i,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
-                elif job.echo:
-                    yield chunks.event(
-                        [
-                            {
-                                "index": i,
-                                "text": job.prompt_texts[i // per_prompt],
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    )
+                echo = job.prompt_texts[i // per_prompt] if job.echo else None
+                if (event := chunks.opening(i, echo)) is not None:
+                    yield event
             while (item := await queue.get()) is not None:
                 if item is KEEPALIVE:
                     yield KEEPALIVE
@@ -398,14 +377,14 @@ class Serving:
                 else OpenAIError(500, f"generation failed: {exc}")
             )
             job.error = err
-            yield f"data: {json.dumps(err.body())}\n\n"
+            yield error_event(err.body())
         finally:
             if silence is not None:
                 silence.stop()
             if not runner.done():
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
-        yield "data: [DONE]\n\n"
+        yield DONE_EVENT
 
 
 class _SilenceWatch:

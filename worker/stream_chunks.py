@@ -13,6 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+DONE_EVENT = "data: [DONE]\n\n"  # the last event of every stream
+KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see the stream alive
+
+
+def error_event(body: dict) -> str:
+    """The event that ends a stream which failed midway (an OpenAI error object)."""
+    return f"data: {json.dumps(body)}\n\n"
+
 
 class StreamChunks:
     """Renders the chunks of one stream (a chat or a text completion)."""
@@ -41,6 +49,18 @@ class StreamChunks:
         if self._include_usage:
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    def opening(self, index: int, echo: str | None = None) -> str | None:
+        """A choice's first event: the assistant role (chat), the prompt when it is echoed
+        (completions), or None."""
+        if self.chat:
+            delta = {"role": "assistant", "content": ""}
+            return self.event(
+                [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
+            )
+        if echo is None:
+            return None
+        return self.event([self.choice(index, echo, None)])
 
     def choice(self, index: int, text: str, finish: str | None) -> dict:
         """The choice object of a chunk: ``text`` as a delta (chat) or as text (completions)."""

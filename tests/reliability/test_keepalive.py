@@ -7,6 +7,7 @@ sequence, so a second stream waits silently until the first one is done.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,8 @@ from kubechat.worker.admission import Admission
 from kubechat.worker.loading import LoadOptions
 from kubechat.worker.metrics import WorkerMetrics
 from kubechat.worker.runtime import RuntimeOptions, build_runtime
-from kubechat.worker.serving import KEEPALIVE, Serving
+from kubechat.worker.serving import Serving, _SilenceWatch
+from kubechat.worker.stream_chunks import DONE_EVENT, KEEPALIVE
 
 DEMO = "kubechat-demo"
 
@@ -76,18 +78,24 @@ async def test_a_waiting_stream_gets_comments_then_its_events_unchanged(serving:
     assert int(waited / every) - 2 <= events.count(KEEPALIVE) <= int(waited / every) + 1
     assert KEEPALIVE not in events[first_token:]
     # the events themselves are those of a stream without comments: role chunk, 8 tokens, end
-    chunks = [json.loads(e[6:]) for e in content if e != "data: [DONE]\n\n"]
+    chunks = [json.loads(e[6:]) for e in content if e != DONE_EVENT]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-    assert content[-1] == "data: [DONE]\n\n"
+    assert content[-1] == DONE_EVENT
     # and the busy stream, which never waited, got none
     assert KEEPALIVE not in [e for e, _ in first]
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_comments_stop_with_the_stream(serving: Serving) -> None:
-    stream = serving.stream(_job(serving, 4), keepalive_seconds=0.05)
-    events = [e async for e in stream]
-    assert events[-1] == "data: [DONE]\n\n"
-    await asyncio.sleep(0.2)  # a timer left behind would now fire into a dead queue: no error
-    assert KEEPALIVE not in events[1:]  # a stream that never waits gets no comment
+async def test_a_stream_that_never_waits_gets_none_and_its_timer_goes_with_it(
+    serving: Serving,
+) -> None:
+    events = [e async for e in serving.stream(_job(serving, 4), keepalive_seconds=5.0)]
+    assert events[-1] == DONE_EVENT
+    assert KEEPALIVE not in events
+    # a stream that ended, however briefly it waited, leaves no timer re-arming itself behind
+    waited = [e async for e in serving.stream(_job(serving, 4), keepalive_seconds=0.01)]
+    assert waited[-1] == DONE_EVENT
+    await asyncio.sleep(0.05)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is _SilenceWatch]

@@ -65,3 +65,23 @@ def test_the_events_parse_as_openai_chunks() -> None:
     assert "usage" not in event
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert json.loads(chat.event([], usage)[len("data: ") :])["usage"] == usage
+
+
+def test_a_choice_opens_with_the_role_or_the_echoed_prompt() -> None:
+    chat = StreamChunks("chatcmpl-9", True, 5, "demo", include_usage=False)
+    opening = json.loads(chat.opening(2)[len("data: ") :])
+    assert opening["choices"] == [
+        {
+            "index": 2,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+    ]
+    text = StreamChunks("cmpl-9", False, 5, "demo", include_usage=True)
+    assert text.opening(0) is None  # nothing to send before the first text without echo
+    echoed = json.loads(text.opening(1, "Once upon")[len("data: ") :])
+    assert echoed["choices"] == [
+        {"index": 1, "text": "Once upon", "logprobs": None, "finish_reason": None}
+    ]
+    assert echoed["usage"] is None
