@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plan import WorkerPlan
+from .defaults import DRAIN_GRACE
+from .plan import WorkerLaunch, WorkerPlan, worker_command_args
 
 KUBECHAT = (sys.executable, "-m", "kubechat.cli")
 
@@ -122,18 +123,10 @@ class LocalRunner:
         port = free_port(host)
         name = f"{plan.deployment}-{plan.replica}"
         leases = f"local:{self.state_dir / 'leases'}"
-        argv = [
-            *plan.argv(host, port, command=KUBECHAT),
-            "--lease-store",
-            leases,
-            "--worker-name",
-            name,
-        ]
-        if drain_grace is not None:
-            argv += ["--drain-grace", f"{drain_grace:g}"]
+        launch = WorkerLaunch(host, port, leases, name=name, drain_grace=drain_grace)
         proc = Process(
             name,
-            argv,
+            [*KUBECHAT, "worker", *worker_command_args(plan, launch)],
             {**env, **local_env(plan)},
             self.state_dir / "logs" / f"{name}.log",
             f"http://{host}:{port}",
@@ -182,7 +175,7 @@ class LocalRunner:
         """Whether every process has passed its readiness check."""
         return all(p.ready_at is not None and p.alive for p in self.processes)
 
-    def stop_all(self, grace: float = 30.0) -> None:
+    def stop_all(self, grace: float = DRAIN_GRACE) -> None:
         """Stop the workers, then the front (gateway, chat page).
 
         Workers get SIGTERM and drain: they refuse new requests and finish their streams,

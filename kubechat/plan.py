@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,7 +86,8 @@ class SchedulingPlan:
 
 @dataclass
 class WorkerPlan:
-    """One replica's worker: ``kubechat worker`` arguments (without host and port) and its needs."""
+    """One replica's worker: the ``kubechat worker`` arguments its deployment defines (see
+    :func:`worker_command_args` for a whole command line) and what it needs."""
 
     deployment: str
     replica: int
@@ -100,11 +100,36 @@ class WorkerPlan:
     namespace: str | None = None
     scheduling: SchedulingPlan = field(default_factory=SchedulingPlan)
 
-    def argv(
-        self, host: str, port: int | str, *, command: Sequence[str] = ("kubechat",)
-    ) -> list[str]:
-        """The full command line: ``command`` (the program), ``worker``, args, host and port."""
-        return [*command, "worker", *self.args, "--host", host, "--port", str(port)]
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """What the renderer of a plan decides for one worker: where it listens and how it keeps its
+    lease. The operator launches into pods, ``kubechat up`` into local processes."""
+
+    host: str
+    port: int
+    lease_store: str  # ``--lease-store``: ``kubernetes``, ``local:DIR``
+    name: str | None = None  # the lease's name (None: the worker's default, $POD_NAME in a pod)
+    lease_renew_interval: float | None = None  # None: the worker's default (kubechat.defaults)
+    lease_duration: float | None = None
+    drain_grace: float | None = None
+
+
+def worker_command_args(worker: WorkerPlan, launch: WorkerLaunch) -> list[str]:
+    """The arguments of ``kubechat worker`` (after the subcommand) for one planned worker: what
+    the deployment defines (``worker.args``), then where and how this copy of it runs."""
+    args = [*worker.args, "--host", launch.host, "--port", str(launch.port)]
+    args += ["--lease-store", launch.lease_store]
+    if launch.name is not None:
+        args += ["--worker-name", launch.name]
+    for flag, seconds in (
+        ("--lease-renew-interval", launch.lease_renew_interval),
+        ("--lease-duration", launch.lease_duration),
+        ("--drain-grace", launch.drain_grace),
+    ):
+        if seconds is not None:
+            args += [flag, f"{seconds:g}"]
+    return args
 
 
 @dataclass
@@ -124,8 +149,9 @@ def _gpu_memory_flag(value: str) -> str:
     return value + "B" if re.search(r"[KMGT]i$", value) else value
 
 
-def worker_args(md: ModelDeployment) -> list[str]:
-    """The ``kubechat worker`` flags (FastChat's names) for a deployment, without host and port."""
+def _deployment_args(md: ModelDeployment) -> list[str]:
+    """The ``kubechat worker`` flags (FastChat's names) a deployment defines; the template hash
+    covers them. :func:`worker_command_args` adds those of each launch."""
     model, res, worker = md.spec.model, md.spec.resources, md.spec.worker
     args = ["--model-path", model.path, "--model-names", ",".join(md.model_names)]
     if model.revision:
@@ -212,7 +238,7 @@ def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
         memory_limit=res.memory_limit or res.memory,
     )
     scheduling = scheduling_plan(md)
-    args = worker_args(md)
+    args = _deployment_args(md)
     env = worker_env(md, volumes)
     template_hash = _hash(_template(args, env, resources, volumes, scheduling))
     workers = [

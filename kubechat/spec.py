@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from .defaults import DEPLOYMENT_LIMIT_CONCURRENCY
+
 GROUP = "kubechat.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -205,7 +207,7 @@ class WorkerSpec(_Strict):
     """``spec.worker``: serving knobs of each worker."""
 
     limit_concurrency: int = Field(
-        default=32,
+        default=DEPLOYMENT_LIMIT_CONCURRENCY,
         ge=1,
         alias="limitConcurrency",
         description="Sequences served at once per worker; excess requests get 429.",

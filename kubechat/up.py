@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .cli import UsageError
+from .defaults import DRAIN_GRACE
 from .demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 from .local_runner import KUBECHAT, LocalRunner, Process
 from .manifests import ManifestError, load_manifests
@@ -73,7 +74,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drain-grace",
         type=float,
-        default=30.0,
+        default=float(DRAIN_GRACE),
         help="seconds the workers may take to finish their requests after Ctrl-C; the gateway "
         "and the chat page stop after them",
     )

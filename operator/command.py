@@ -7,6 +7,7 @@ import os
 import sys
 
 from kubechat.cli import UsageError
+from kubechat.defaults import DRAIN_GRACE, LEASE_DURATION, LEASE_RENEW_INTERVAL
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="service account of worker pods (it must be allowed to write Leases)",
     )
     parser.add_argument("--reconcile-interval", type=float, default=3.0, help="seconds")
-    parser.add_argument("--drain-grace", type=int, default=30, help="workers' drain, seconds")
-    parser.add_argument("--lease-renew-interval", type=float, default=2.0)
-    parser.add_argument("--lease-duration", type=float, default=6.0)
+    parser.add_argument(
+        "--drain-grace", type=int, default=DRAIN_GRACE, help="workers' drain, seconds"
+    )
+    parser.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW_INTERVAL)
+    parser.add_argument("--lease-duration", type=float, default=LEASE_DURATION)
     parser.add_argument(
         "--lease-grace",
         type=float,

@@ -7,12 +7,12 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+from kubechat.defaults import DRAIN_GRACE, LEASE_DURATION, LEASE_RENEW_INTERVAL, WORKER_PORT
 from kubechat.discovery.records import DEPLOYMENT_LABEL
-from kubechat.plan import WorkerPlan
+from kubechat.plan import WorkerLaunch, WorkerPlan, worker_command_args
 from kubechat.spec import API_VERSION, KIND
 
 TEMPLATE_HASH_LABEL = "kubechat.dev/template-hash"
-WORKER_PORT = 8000
 CACHE_DIR = "/var/cache/kubechat"  # writable emptyDir: demo model, remote-code modules, hub cache
 RUN_AS = 10001  # the image's user and group (Dockerfile), as the chart runs its own pods
 COMMON_LABELS = {
@@ -28,9 +28,9 @@ class PodSettings:
 
     image: str = "ghcr.io/kubechat/kubechat:0.1.0"
     service_account: str = "kubechat-worker"
-    drain_grace: int = 30
-    lease_renew_interval: float = 2.0
-    lease_duration: float = 6.0
+    drain_grace: int = DRAIN_GRACE
+    lease_renew_interval: float = LEASE_RENEW_INTERVAL
+    lease_duration: float = LEASE_DURATION
     startup_seconds: int = 3600  # how long a model may take to load before the pod is restarted
     # Secrets (in each workers' namespace) for pulling ``image``: the operator picks the image,
     # so its credentials come with it rather than with each ModelDeployment.
@@ -67,17 +67,14 @@ def render_pod(
     extra_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Pod for one replica; ``owner`` is the ModelDeployment (metadata with uid)."""
-    args = plan.argv("0.0.0.0", WORKER_PORT, command=())[1:]  # drop "worker": it is in command
-    args += [
-        "--lease-store",
-        "kubernetes",
-        "--lease-renew-interval",
-        str(settings.lease_renew_interval),
-        "--lease-duration",
-        str(settings.lease_duration),
-        "--drain-grace",
-        str(settings.drain_grace),
-    ]
+    launch = WorkerLaunch(
+        host="0.0.0.0",
+        port=WORKER_PORT,
+        lease_store="kubernetes",
+        lease_renew_interval=settings.lease_renew_interval,
+        lease_duration=settings.lease_duration,
+        drain_grace=settings.drain_grace,
+    )
     env = [
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -111,7 +108,7 @@ def render_pod(
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "kubechat.cli", "worker"],
-        "args": args,
+        "args": worker_command_args(plan, launch),
         "env": env,
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "resources": resources,

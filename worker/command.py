@@ -13,6 +13,12 @@ from typing import Any
 import uvicorn
 
 from kubechat.cli import UsageError
+from kubechat.defaults import (
+    DRAIN_GRACE,
+    LEASE_DURATION,
+    LEASE_RENEW_INTERVAL,
+    WORKER_LIMIT_CONCURRENCY,
+)
 from kubechat.discovery.stores import STORE_HELP, open_store
 
 
@@ -71,7 +77,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--limit-worker-concurrency",
         type=int,
-        default=5,
+        default=WORKER_LIMIT_CONCURRENCY,
         help="sequences admitted at once; more get 429 with Retry-After",
     )
     s.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk")
@@ -101,7 +107,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--drain-grace",
         type=float,
-        default=30.0,
+        default=float(DRAIN_GRACE),
         help="seconds admitted requests may finish after SIGTERM before exit",
     )
     s.add_argument("--log-level", default="info")
@@ -124,8 +130,8 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=None,
         help="base URL the gateway uses (default: http://$POD_IP or HOST, and PORT)",
     )
-    h.add_argument("--lease-renew-interval", type=float, default=2.0)
-    h.add_argument("--lease-duration", type=float, default=6.0)
+    h.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW_INTERVAL)
+    h.add_argument("--lease-duration", type=float, default=LEASE_DURATION)
 
 
 def run(args: argparse.Namespace) -> int:

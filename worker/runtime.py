@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from kubechat.defaults import WORKER_LIMIT_CONCURRENCY
 from kubechat.demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 
 from .batching_engine import BatchingEngine
@@ -28,7 +29,7 @@ class RuntimeOptions:
     load: LoadOptions
     model_names: list[str]
     conv_template: str | None = None
-    limit_concurrency: int = 5
+    limit_concurrency: int = WORKER_LIMIT_CONCURRENCY
     engine: str = "auto"  # auto | batching | serial
     max_batch_tokens: int | None = None  # None: default_batch_tokens for the device
     kv_cache_bytes: int | None = None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from kubechat.aio import in_own_thread
+from kubechat.defaults import LEASE_DURATION, LEASE_RENEW_INTERVAL, WORKER_LIMIT_CONCURRENCY
 from kubechat.discovery.heartbeat import Heartbeat
 from kubechat.discovery.records import WorkerRecord
 
@@ -41,13 +42,13 @@ class WorkerState:
         model_names: list[str],
         load: Callable[[], ModelRuntime],
         *,
-        limit_concurrency: int = 5,
+        limit_concurrency: int = WORKER_LIMIT_CONCURRENCY,
         stream_interval: int = 1,
         on_fatal: Callable[[str], None] | None = None,
         identity: Identity | None = None,
         lease_writer: object | None = None,
-        renew_interval: float = 2.0,
-        lease_duration: float = 6.0,
+        renew_interval: float = LEASE_RENEW_INTERVAL,
+        lease_duration: float = LEASE_DURATION,
     ) -> None:
         self.model_names = list(model_names)
         self.metrics = WorkerMetrics()

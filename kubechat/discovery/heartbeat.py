@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .records import (
-    DEFAULT_LEASE_DURATION,
-    DEFAULT_RENEW_INTERVAL,
-    LeaseWriter,
-    WorkerRecord,
-)
+from kubechat.defaults import LEASE_DURATION, LEASE_RENEW_INTERVAL
+
+from .records import LeaseWriter, WorkerRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +44,9 @@ class Heartbeat:
         self,
         writer: LeaseWriter,
         make_record: Callable[[], WorkerRecord],
-        interval: float = DEFAULT_RENEW_INTERVAL,
+        interval: float = LEASE_RENEW_INTERVAL,
         *,
-        lease_duration: float = DEFAULT_LEASE_DURATION,
+        lease_duration: float = LEASE_DURATION,
         clock: Callable[[], float] = time.time,
         stop_timeout: float = 5.0,
     ) -> None:

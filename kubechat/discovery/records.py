@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from kubechat.defaults import LEASE_DURATION
+
 DEPLOYMENT_LABEL = "kubechat.dev/deployment"
 MODELS_ANNOTATION = "kubechat.dev/models"
 ADDRESS_ANNOTATION = "kubechat.dev/address"
 READY_ANNOTATION = "kubechat.dev/ready"
 DRAINING_ANNOTATION = "kubechat.dev/draining"
 LOAD_ANNOTATION = "kubechat.dev/load"
-
-DEFAULT_RENEW_INTERVAL = 2.0
-DEFAULT_LEASE_DURATION = 6.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class WorkerRecord:
     queued: int
     capacity: int
     renew_time: float  # unix seconds
-    lease_duration: float = DEFAULT_LEASE_DURATION
+    lease_duration: float = LEASE_DURATION
 
     def age(self, now: float) -> float:
         """Seconds since the last renewal (never negative)."""
@@ -145,7 +144,7 @@ class WorkerRecord:
             name=name,
             deployment=(metadata.get("labels") or {}).get(DEPLOYMENT_LABEL, ""),
             renew_time=parse_micro_time(renew) if isinstance(renew, str) else renew.timestamp(),
-            lease_duration=float(spec.get("leaseDurationSeconds") or DEFAULT_LEASE_DURATION),
+            lease_duration=float(spec.get("leaseDurationSeconds") or LEASE_DURATION),
         )
 
 

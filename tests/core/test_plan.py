@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from kubechat.plan import plan_deployment
+from kubechat.plan import WorkerLaunch, plan_deployment, worker_command_args
 from kubechat.spec import parse_model_deployment
 
 
@@ -106,12 +106,36 @@ def test_trust_remote_code_flag_only_when_true(manifest):
     assert "--trust-remote-code" not in worker.args
 
 
-def test_argv_adds_program_host_and_port_only(manifest):
+def test_command_args_add_the_launch_to_the_deployments_flags(manifest):
     (worker,) = plan_of(manifest).workers
-    argv = worker.argv("0.0.0.0", 8000)
-    assert argv == ["kubechat", "worker", *worker.args, "--host", "0.0.0.0", "--port", "8000"]
-    python = ["/usr/bin/python3", "-m", "kubechat.cli"]
-    assert worker.argv("127.0.0.1", 1, command=python)[:4] == [*python, "worker"]
+    bare = worker_command_args(worker, WorkerLaunch("0.0.0.0", 8000, "kubernetes"))
+    assert bare == [
+        *worker.args,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--lease-store",
+        "kubernetes",
+    ]
+    launch = WorkerLaunch(
+        "127.0.0.1",
+        9000,
+        "local:/tmp/leases",
+        name="chat-0",
+        lease_renew_interval=0.5,
+        lease_duration=2.0,
+        drain_grace=30,
+    )
+    assert flags(worker_command_args(worker, launch)[len(worker.args) :]) == {
+        "--host": "127.0.0.1",
+        "--port": "9000",
+        "--lease-store": "local:/tmp/leases",
+        "--worker-name": "chat-0",
+        "--lease-renew-interval": "0.5",
+        "--lease-duration": "2",
+        "--drain-grace": "30",
+    }
 
 
 def test_template_hash_ignores_replicas_and_is_stable(manifest):
@@ -201,6 +225,8 @@ def test_args_parse_with_the_worker_command():
         }
     )
     (worker,) = plan_deployment(md).workers
-    args = parser.parse_args(worker.argv("127.0.0.1", 9000)[2:])
+    launch = WorkerLaunch("127.0.0.1", 9000, "kubernetes", name="bc-0", drain_grace=45)
+    args = parser.parse_args(worker_command_args(worker, launch))
     assert args.model_path == "x/y" and args.num_gpus == 2 and args.trust_remote_code
     assert args.max_gpu_memory == "20GiB" and args.port == 9000
+    assert (args.lease_store, args.worker_name, args.drain_grace) == ("kubernetes", "bc-0", 45.0)

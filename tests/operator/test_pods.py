@@ -169,3 +169,22 @@ def test_the_operator_flag_names_the_pull_secrets() -> None:
     configure(parser)
     args = parser.parse_args(["--worker-image-pull-secret=a", "--worker-image-pull-secret", "b"])
     assert args.worker_image_pull_secret == ["a", "b"]
+
+
+def test_the_pod_runs_the_worker_with_the_operators_settings() -> None:
+    """The container's command line parses with the worker's own flags, and carries the pod's
+    port, the Kubernetes lease store and the operator's lease and drain settings."""
+    import argparse
+
+    from kubechat.worker.command import configure
+
+    settings = PodSettings(drain_grace=45, lease_renew_interval=0.5, lease_duration=2.0)
+    container = scheduled_pod(settings)["spec"]["containers"][0]
+    assert container["command"][-1] == "worker"
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(container["args"])
+    assert (args.host, args.port) == ("0.0.0.0", container["ports"][0]["containerPort"])
+    assert args.lease_store == "kubernetes" and args.worker_name is None  # $POD_NAME
+    assert (args.lease_renew_interval, args.lease_duration, args.drain_grace) == (0.5, 2.0, 45.0)
+    assert (args.model_path, args.deployment) == ("org/model", "scheduled")
