@@ -1,8 +1,9 @@
 """The ModelDeployment resource: pydantic models, defaults and validation with field paths.
 
-This is one encoding of the contract; ``crds/modeldeployment.yaml`` is the other, and a test walks
-both to keep them in agreement (same fields, same defaults, same patterns). Field names are
-camelCase in YAML (the aliases); Python code uses the snake_case attributes.
+These models are the contract: ``crds/modeldeployment.yaml`` (and the chart's copy) is generated
+from them by ``python -m kubechat.crd``, field descriptions included (what ``kubectl explain``
+shows). A new field is a field here, then the generator run. Field names are camelCase in YAML
+(the aliases); Python code uses the snake_case attributes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ PLURAL = "modeldeployments"
 DEMO_MODEL_PATH = "kubechat:demo"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
-# Patterns shared with the CRD (the agreement test compares them literally).
+# Patterns (the generated CRD carries them, so the API server checks them too).
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -71,8 +72,11 @@ def _show(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _pattern(pattern: str, what: str, max_length: int | None = None) -> Any:
-    """A string check with a readable message; the pattern also appears in the JSON schema."""
+def _pattern(
+    pattern: str, what: str, max_length: int | None = None, description: str | None = None
+) -> Any:
+    """A string check with a readable message; the pattern (and ``description``) also appear in
+    the JSON schema."""
 
     def check(value: str) -> str:
         if max_length is not None and len(value) > max_length:
@@ -84,6 +88,8 @@ def _pattern(pattern: str, what: str, max_length: int | None = None) -> Any:
     extra: dict[str, Any] = {"pattern": pattern}
     if max_length is not None:
         extra["maxLength"] = max_length
+    if description is not None:
+        extra["description"] = description
     return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", **extra})]
 
 
@@ -109,13 +115,23 @@ Quantity = Annotated[
     _pattern(QUANTITY_PATTERN, "a Kubernetes quantity such as 500m, 2 or 8Gi"),
     BeforeValidator(_quantity_text),
     WithJsonSchema(
-        {"anyOf": [{"type": "integer"}, {"type": "string"}], "pattern": QUANTITY_PATTERN}
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+        }
     ),
 ]
-ModelName = _pattern(MODEL_NAME_PATTERN, "a name without commas or whitespace")
+ModelName = _pattern(
+    MODEL_NAME_PATTERN,
+    "a name without commas or whitespace",
+    description="A served model name, without commas or whitespace.",
+)
 EnvName = _pattern(ENV_NAME_PATTERN, "an environment variable name")
 TemplateName = _pattern(CONV_TEMPLATE_PATTERN, "a template name such as chatml")
 MountPath = _pattern(MOUNT_PATH_PATTERN, "an absolute path such as /models")
+EnvValue = Annotated[str, Field(description="The value of one environment variable.")]
+NodeLabelValue = Annotated[str, Field(description="The value the node label must have.")]
 
 
 class _Strict(BaseModel):
@@ -129,7 +145,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    name: DnsLabel = Field(description="Name of the deployment; also the default served name.")
+    name: DnsLabel = Field(description="Name of the deployment, a DNS-1123 label.")
     namespace: DnsLabel | None = Field(default=None, description="Namespace (default: default).")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels of the resource.")
 
@@ -138,28 +154,35 @@ class ModelSource(_Strict):
     """``spec.model``: which checkpoint to load and how."""
 
     path: Annotated[str, Field(min_length=1)] = Field(
-        description="A hub id, a directory (e.g. under the storage mount), or kubechat:demo."
+        description="A hub id (baichuan-inc/Baichuan-13B-Chat), a directory (for example under the "
+        "storage mount: /models/my-model), or kubechat:demo for the built-in demo model."
     )
     names: list[ModelName] | None = Field(
         default=None,
         min_length=1,
-        description="Names served on /v1/models (default: [metadata.name]).",
+        description="Model names served on /v1/models and accepted in requests (default: the "
+        "deployment's metadata.name).",
     )
     trust_remote_code: bool = Field(
         default=False,
         alias="trustRemoteCode",
-        description="Run the checkpoint's own Python code (needed by Baichuan).",
+        description="Run the Python code shipped with the checkpoint (auto_map in config.json), "
+        "as Baichuan needs. Off by default: only for trusted models.",
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        default="auto", description="Weight dtype."
+        default="auto",
+        description="Weight dtype; auto takes the checkpoint's torch_dtype on GPU and float32 on "
+        "CPU.",
     )
     conv_template: TemplateName | None = Field(
         default=None,
         alias="convTemplate",
-        description="Prompt template override (default: tokenizer chat_template, then built-ins).",
+        description="Prompt template override (baichuan, llama-2, vicuna, chatml, raw). Default: "
+        "the tokenizer's chat_template, then a built-in guessed from the model.",
+        json_schema_extra={"nullable": True},  # `convTemplate: null` (or empty) means unset
     )
     revision: Annotated[str, Field(min_length=1)] | None = Field(
-        default=None, description="Hub revision: branch, tag or commit."
+        default=None, description="Hub revision to load - a branch, tag or commit hash."
     )
 
     @model_validator(mode="after")
@@ -177,29 +200,42 @@ class StorageSpec(_Strict):
     persistent_volume_claim: DnsSubdomain | None = Field(
         default=None,
         alias="persistentVolumeClaim",
-        description="PVC mounted read-only at mountPath; the hub cache lives there.",
+        description="Name of a PersistentVolumeClaim in the same namespace, mounted read-only at "
+        "mountPath; HF_HOME points at mountPath/huggingface.",
     )
     mount_path: MountPath = Field(
-        default="/models", alias="mountPath", description="Where the volume is mounted."
+        default="/models",
+        alias="mountPath",
+        description="Where the volume is mounted in each worker.",
     )
 
 
 class ResourcesSpec(_Strict):
     """``spec.resources``: what one replica gets."""
 
-    gpus: int = Field(default=0, ge=0, description="GPUs per replica (nvidia.com/gpu); 0 = CPU.")
-    max_gpu_memory: GpuMemory | None = Field(
-        default=None, alias="maxGpuMemory", description="Memory cap per GPU, e.g. 20GiB."
+    gpus: int = Field(
+        default=0, ge=0, description="GPUs per replica (the nvidia.com/gpu limit); 0 runs on CPU."
     )
-    cpu: Quantity | None = Field(default=None, description="CPU request per replica.")
-    memory: Quantity | None = Field(default=None, description="Memory request per replica.")
+    max_gpu_memory: GpuMemory | None = Field(
+        default=None,
+        alias="maxGpuMemory",
+        description="Memory cap per GPU for the weights, like FastChat's --max-gpu-memory (20GiB, "
+        "20Gi, 500MiB); applies with one GPU too. Needs gpus >= 1.",
+    )
+    cpu: Quantity | None = Field(default=None, description="CPU request per replica (500m, 2).")
+    memory: Quantity | None = Field(default=None, description="Memory request per replica (32Gi).")
     cpu_limit: Quantity | None = Field(
-        default=None, alias="cpuLimit", description="CPU limit per replica (default: none)."
+        default=None,
+        alias="cpuLimit",
+        description="CPU limit per replica, at least cpu. Unset by default: a CPU limit throttles "
+        "token generation whenever the worker could use an idle core.",
     )
     memory_limit: Quantity | None = Field(
         default=None,
         alias="memoryLimit",
-        description="Memory limit per replica (default: the memory request).",
+        description="Memory limit per replica, at least memory (default: the memory request, so "
+        "a worker that outgrows it is OOMKilled and reported instead of pressing its node's "
+        "other pods).",
     )
 
 
@@ -210,17 +246,27 @@ class WorkerSpec(_Strict):
         default=DEPLOYMENT_LIMIT_CONCURRENCY,
         ge=1,
         alias="limitConcurrency",
-        description="Sequences served at once per worker; excess requests get 429.",
+        description="Requests served at once per worker, like FastChat's "
+        "--limit-worker-concurrency; excess requests get HTTP 429, never lost.",
     )
     stream_interval: int | None = Field(
-        default=None, ge=1, alias="streamInterval", description="Tokens per streamed chunk."
+        default=None,
+        ge=1,
+        alias="streamInterval",
+        description="Tokens per streamed chunk (the worker's default when unset).",
     )
-    env: dict[EnvName, str] = Field(
-        default_factory=dict, description="Extra environment variables for the worker."
+    env: dict[EnvName, EnvValue] = Field(
+        default_factory=dict,
+        description="Extra environment variables for each worker (name to value); they win "
+        "over the ones kubechat sets.",
     )
 
 
-KubeObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
+# A Kubernetes type kept as given (the API server and the kubelet check it, not us).
+KubeObject = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
 
 
 class Toleration(_Strict):
@@ -230,9 +276,11 @@ class Toleration(_Strict):
         default=None, description="Taint key (every key when unset, with operator Exists)."
     )
     operator: Literal["Exists", "Equal"] | None = Field(
-        default=None, description="Exists or Equal (the default)."
+        default=None, description="Exists, or Equal (the default) to match value too."
     )
-    value: str | None = Field(default=None, description="Taint value (operator Equal only).")
+    value: str | None = Field(
+        default=None, description="Taint value to match (operator Equal only)."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate (every effect when unset)."
     )
@@ -240,65 +288,102 @@ class Toleration(_Strict):
         default=None,
         ge=0,
         alias="tolerationSeconds",
-        description="How long a NoExecute taint is tolerated (forever when unset).",
+        description="How long a NoExecute taint is tolerated before the pod is evicted (forever "
+        "when unset).",
+        json_schema_extra={"format": "int64"},
     )
+
+
+TolerationItem = Annotated[
+    Toleration, Field(description="One toleration, as in a Pod's spec.tolerations.")
+]
 
 
 class AffinitySpec(_Strict):
     """``spec.scheduling.affinity``: a Pod's affinity, each part as Kubernetes defines it."""
 
     node_affinity: KubeObject | None = Field(
-        default=None, alias="nodeAffinity", description="Node affinity (core/v1 NodeAffinity)."
+        default=None,
+        alias="nodeAffinity",
+        description="A core/v1 NodeAffinity (requiredDuringSchedulingIgnoredDuringExecution, "
+        "preferredDuringSchedulingIgnoredDuringExecution).",
     )
     pod_affinity: KubeObject | None = Field(
-        default=None, alias="podAffinity", description="Pod affinity (core/v1 PodAffinity)."
+        default=None, alias="podAffinity", description="A core/v1 PodAffinity."
     )
     pod_anti_affinity: KubeObject | None = Field(
         default=None,
         alias="podAntiAffinity",
-        description="Pod anti-affinity (core/v1 PodAntiAffinity).",
+        description="A core/v1 PodAntiAffinity, e.g. to spread replicas over nodes.",
     )
 
 
 class SchedulingSpec(_Strict):
     """``spec.scheduling``: where worker pods may run and how they rank for preemption."""
 
-    node_selector: dict[str, str] | None = Field(
+    node_selector: dict[str, NodeLabelValue] | None = Field(
         default=None,
         alias="nodeSelector",
-        description="Node labels a worker's node must have (e.g. a GPU product label).",
+        description="Labels a worker's node must have, e.g. nvidia.com/gpu.product: "
+        "NVIDIA-A100-SXM4-80GB.",
     )
-    tolerations: list[Toleration] | None = Field(
-        default=None, description="Taints worker pods tolerate (e.g. on dedicated GPU nodes)."
+    tolerations: list[TolerationItem] | None = Field(
+        default=None, description="Taints worker pods tolerate, e.g. those of dedicated GPU nodes."
     )
-    affinity: AffinitySpec | None = Field(default=None, description="Pod affinity rules.")
+    affinity: AffinitySpec | None = Field(
+        default=None, description="Node and pod affinity of worker pods, as in a Pod spec."
+    )
     priority_class_name: DnsSubdomain | None = Field(
         default=None,
         alias="priorityClassName",
-        description="PriorityClass of worker pods (scheduling order and preemption).",
+        description="PriorityClass of worker pods: their scheduling order and whether they may "
+        "preempt lower-priority pods.",
     )
 
 
 class ModelDeploymentSpec(_Strict):
     """``spec``: the desired state."""
 
-    model: ModelSource = Field(description="The model to serve.")
-    storage: StorageSpec = Field(default_factory=StorageSpec, description="Model volume.")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per replica.")
-    replicas: int = Field(default=1, ge=0, description="Number of workers.")
-    worker: WorkerSpec = Field(default_factory=WorkerSpec, description="Worker settings.")
+    model: ModelSource = Field(description="The checkpoint to serve and how to load it.")
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec,
+        description="The volume that holds model files and the Hugging Face hub cache.",
+    )
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="What each replica gets."
+    )
+    replicas: int = Field(
+        default=1, ge=0, description="Number of workers; also settable with kubectl scale."
+    )
+    worker: WorkerSpec = Field(
+        default_factory=WorkerSpec, description="Serving settings of each worker."
+    )
     scheduling: SchedulingSpec = Field(
-        default_factory=SchedulingSpec, description="Where worker pods run."
+        default_factory=SchedulingSpec, description="Where worker pods may run, as in a Pod spec."
     )
 
 
 class ModelDeployment(_Strict):
     """A validated ModelDeployment (``status`` is dropped on input)."""
 
-    api_version: Literal["kubechat.dev/v1alpha1"] = Field(alias="apiVersion")
-    kind: Literal["ModelDeployment"]
-    metadata: ObjectMeta
-    spec: ModelDeploymentSpec
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "ModelDeployment serves one large language model with kubechat "
+            "workers: an OpenAI-compatible API per worker, found by the gateway through "
+            "heartbeat Leases."
+        },
+    )
+
+    api_version: Literal["kubechat.dev/v1alpha1"] = Field(
+        alias="apiVersion", description="APIVersion of this object, kubechat.dev/v1alpha1."
+    )
+    kind: Literal["ModelDeployment"] = Field(description="Kind of this object, ModelDeployment.")
+    metadata: ObjectMeta = Field(
+        description="Standard object metadata; the name is also the default served model name."
+    )
+    spec: ModelDeploymentSpec = Field(
+        description="The desired state - which model, on what, how many workers."
+    )
 
     @model_validator(mode="before")
     @classmethod
