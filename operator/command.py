@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
         kopf.operator(
             registry=registry,
             settings=operator_settings,
-            namespaces=args.namespace or None,
+            # kopf wants a collection of namespaces, or clusterwide=True with none (an empty
+            # tuple: None breaks its namespace observer)
+            namespaces=tuple(args.namespace),
             clusterwide=not args.namespace,
             standalone=True,
             liveness_endpoint=(
