@@ -12,9 +12,11 @@ Served: get, list and watch (label and field selectors, resourceVersion-aware wa
 delete-collection, ``dryRun``, the ``status`` and ``scale`` subresources, Table output for
 ``kubectl get`` (CRD printer columns), CRDs served once created (or :meth:`register_crd`) with
 their schema applied to custom resources (pruning, defaults, validation: :mod:`kube_schema`),
-``/openapi/v3`` for CRDs (``kubectl explain``). Not served: pagination (lists come whole),
-built-in kinds' schemas, admission webhooks, RBAC, server-side apply, CEL validation rules,
-``logs``/``exec``/``portforward``. Namespaces are not required to exist.
+``/openapi/v3`` for CRDs (``kubectl explain``; server-side field validation of custom resources,
+``fieldValidation=Strict``, so ``kubectl apply`` needs no ``--validate=false``). Not served:
+pagination (lists come whole), built-in kinds' schemas, admission webhooks, RBAC, server-side
+apply, CEL validation rules, ``logs``/``exec``/``portforward``. Namespaces are not required to
+exist.
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         if method == "GET" and sub in (None, "status"):
             return self._objects_response(raw, resource, [store.require(key)], single=True)
         if method == "POST" and target.name is None:
+            self._strict_fields(raw, resource, data)
             created = store.create(resource, target.namespace, data, dry_run=dry_run)
             return aiohttp.web.json_response(created, status=201)
         if method in ("PUT", "PATCH") and target.name and sub == "scale":
@@ -273,10 +276,14 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
             return aiohttp.web.json_response(write_scale(store, key, data, dry_run=dry_run))
         if method in ("PUT", "PATCH") and target.name and sub in (None, "status"):
             if method == "PUT":
-                mutate = lambda _current: data  # noqa: E731
+                changed = lambda _current: data  # noqa: E731
             else:
                 content_type = self._patch_type(raw, resource)
-                mutate = lambda current: apply_patch(current, data, content_type)  # noqa: E731
+                changed = lambda current: apply_patch(current, data, content_type)  # noqa: E731
+
+            def mutate(current: dict[str, Any]) -> dict[str, Any]:
+                return self._strict_fields(raw, resource, changed(current))
+
             updated = store.update(key, mutate, subresource=sub, dry_run=dry_run)
             return aiohttp.web.json_response(updated)
         if method == "DELETE" and target.name and sub is None:
@@ -299,6 +306,25 @@ class KubeEmulator(DiscoveryMixin, kmock.KubernetesEmulator):
         if path in docs:
             return aiohttp.web.json_response(docs[path])
         return _error(ApiError(404, "NotFound", f"no OpenAPI document for {path}"))
+
+    def _strict_fields(
+        self, raw: aiohttp.web.BaseRequest, resource: kmock.resource, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``fieldValidation=Strict`` (kubectl's default): a custom resource with fields its
+        CRD's schema does not declare is refused (400) instead of pruned. Returns ``obj``."""
+        served = self.store.crds.get(resource)
+        if raw.query.get("fieldValidation") != "Strict" or served is None or not served.schema:
+            return obj
+        unknown = kube_schema.unknown_fields(obj, served.schema)
+        if unknown:
+            kind = served.info.kind
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{kind} in version "{resource.version}" cannot be handled as a {kind}: '
+                "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown),
+            )
+        return obj
 
     def _patch_type(self, raw: aiohttp.web.BaseRequest, resource: kmock.resource) -> str:
         """The patch content type, refused (415) where a real API server refuses it."""

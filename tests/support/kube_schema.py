@@ -43,6 +43,27 @@ def prune(value: Any, schema: dict[str, Any] | None, *, root: bool = False) -> A
     return value
 
 
+def unknown_fields(value: Any, schema: dict[str, Any] | None) -> list[str]:
+    """Paths of the fields of an object that :func:`prune` would drop (``spec.foo``)."""
+    return _dropped(value, prune(value, schema, root=True), "")
+
+
+def _dropped(before: Any, after: Any, path: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        found = []
+        for key, item in before.items():
+            where = f"{path}.{key}" if path else str(key)
+            found += [where] if key not in after else _dropped(item, after[key], where)
+        return found
+    if isinstance(before, list) and isinstance(after, list):
+        return [
+            field
+            for index, (old, new) in enumerate(zip(before, after, strict=False))
+            for field in _dropped(old, new, f"{path}[{index}]")
+        ]
+    return []
+
+
 def apply_defaults(value: Any, schema: dict[str, Any] | None) -> Any:
     """Fill in ``default`` values of absent properties, recursively (mutates and returns)."""
     if not schema:
