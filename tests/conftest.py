@@ -35,3 +35,14 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = os.environ.get("KUBECHAT_TEST_CACHE") or str(tmp_path_factory.mktemp("kubechat-cache"))
     os.environ["KUBECHAT_CACHE"] = cache
     return ensure_demo_model(progress=False)
+
+
+@pytest.fixture(scope="session")
+def baichuan13b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random checkpoint in Baichuan-13B-Chat's layout (remote code with its
+    ``generation_utils.build_chat_input`` semantics and its first published tokenizer), built
+    once per pytest run; see tests/support/baichuan13b_checkpoint.py."""
+    from tests.support.baichuan13b_checkpoint import build_baichuan13b_checkpoint
+
+    folder = tmp_path_factory.mktemp("baichuan13b")
+    return build_baichuan13b_checkpoint(folder / "Baichuan-13B-Chat")

@@ -40,6 +40,11 @@ from kubechat.worker.placement import (
     describe_placement,
     plan_placement,
 )
+from kubechat.worker.remote_code import REASON as REMOTE_REASON
+from kubechat.worker.remote_code import (
+    load_tokenizer_with_sp_model_first,
+    remote_code_failure,
+)
 
 #: Sampling parameters taken from generation_config.json as request defaults.
 GENERATION_DEFAULT_KEYS = (
@@ -63,6 +68,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # Tokenizers without a limit report a huge sentinel (about 1e30) as model_max_length.
 _SANE_CONTEXT_LIMIT = 10_000_000
 GGUF_SUFFIX = ".gguf"
+# What transformers raises for a checkpoint it cannot read (anything else is our own bug).
+_LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -364,7 +371,12 @@ def _call(action: str, source: str, fn: Any) -> Any:
             "leave more room, add GPUs or pass --cpu-offloading",
             "InsufficientGpuMemory",
         ) from err
-    except (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError) as err:
+    except Exception as err:
+        # The checkpoint's own code failed: say where, and what to change (worker/remote_code.py)
+        if (failure := remote_code_failure(err)) is not None:
+            raise ModelLoadError(f"could not {action} {source}: {failure}", REMOTE_REASON) from err
+        if not isinstance(err, _LOAD_ERRORS):
+            raise
         if "trust_remote_code" in str(err):
             raise ModelLoadError(_remote_code_message(source), "InvalidSpec") from err
         raise ModelLoadError(f"could not {action} {source}: {err}") from err
@@ -381,7 +393,13 @@ def _auto_tokenizer(source: str, files: dict[str, Any], trust: bool) -> Any:
     # converted here, in from_pretrained, which reads the file with protobuf: a dependency.
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **files)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **files)
+    except (TypeError, AttributeError) as err:
+        # known breakage of remote-code tokenizers: load the file unchanged if it is that
+        return load_tokenizer_with_sp_model_first(
+            err, lambda cls: cls.from_pretrained(source, trust_remote_code=trust, **files)
+        )
 
 
 def _auto_model(

@@ -146,8 +146,10 @@ def build_runtime(options: RuntimeOptions) -> ModelRuntime:
     load = options.load
     load.model_path = resolve_model_path(load.model_path)
     loaded = load_model(load)
-    template = resolve_template(options.conv_template, loaded.tokenizer, loaded.generation_config)
-    log.info("prompt template: %s; placement: %s", template.name, loaded.placement)
+    template = resolve_template(
+        options.conv_template, loaded.tokenizer, loaded.generation_config, model=loaded.model
+    )
+    log.info("prompt template: %r; placement: %s", template, loaded.placement)
     return ModelRuntime(
         names=options.model_names,
         tokenizer=loaded.tokenizer,

@@ -4,12 +4,14 @@ Which template a worker uses, first match wins:
 
 1. ``--conv-template NAME`` (``spec.model.convTemplate``): a built-in by its name or by the name
    FastChat's conversation.py registers for the same format (``FASTCHAT_ALIASES``);
-2. the tokenizer's own ``chat_template`` (tokenizer_config.json);
-3. a guess from the model family: role token ids ``user_token_id`` and ``assistant_token_id`` in
+2. the chat-input builder a remote-code checkpoint ships, the one its ``model.chat()`` calls
+   (Baichuan-13B-Chat's ``generation_utils.build_chat_input``; see :mod:`.chat_builders`);
+3. the tokenizer's own ``chat_template`` (tokenizer_config.json);
+4. a guess from the model family: role token ids ``user_token_id`` and ``assistant_token_id`` in
    generation_config.json mean ``baichuan``; a tokenizer named like Vicuna or Llama-2-chat, or
    one whose vocabulary has ``<|im_start|>``/``<|im_end|>``, means ``vicuna``, ``llama-2`` or
    ``chatml``;
-4. the fallback ``vicuna`` (``FALLBACK_TEMPLATE``): its "USER: ... ASSISTANT:" cues get a
+5. the fallback ``vicuna`` (``FALLBACK_TEMPLATE``): its "USER: ... ASSISTANT:" cues get a
    sensible reply even from a base model that was never tuned for chat.
 
 Messages are OpenAI dicts: ``role`` system/developer/user/assistant and ``content`` a string or a
@@ -22,6 +24,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from .chat_builders import ChatInputBuilder, find_chat_input_builder
 
 FALLBACK_TEMPLATE = "vicuna"
 
@@ -105,15 +109,17 @@ class ChatTemplate(ABC):
 
 
 class BaichuanTemplate(ChatTemplate):
-    """Baichuan-13B-Chat, as its own ``_build_chat_input`` assembles a prompt.
+    """Baichuan-13B-Chat, as ``build_chat_input`` in its ``generation_utils.py`` builds a prompt.
 
-    ``[user_token_id] user text`` per user message, ``[assistant_token_id] reply [eos_token_id]``
-    per assistant message, then ``[assistant_token_id]`` (also when the assistant spoke last);
-    no bos. Ids come from generation_config.json. Assistant messages before the first user
-    message are dropped, as Baichuan's code drops them. System messages, which Baichuan-13B
-    rejects, go first as plain text the way Baichuan2-Chat puts them (several joined by
-    newlines). Unlike Baichuan's ``chat()``, no round is dropped to fit the context: a prompt
-    that is too long is the API's 400, not a silently shortened conversation.
+    The plain tokens of a system message (allowed only as the first message), then per message
+    its role token (``user_token_id`` for user messages, ``assistant_token_id`` for any other)
+    and its tokens, with no eos after replies; ``assistant_token_id`` is appended unless the
+    assistant spoke last (the reply then continues that message). Texts are encoded as that
+    code encodes them (``tokenizer.encode(text)``; Baichuan's tokenizer adds no bos). Ids come
+    from generation_config.json. Unlike Baichuan's ``chat()``, no round is dropped to fit the
+    context: a prompt that is too long is the API's 400. A checkpoint that ships its own
+    builder is served with that builder instead (:class:`CheckpointTemplate`); this template is
+    for ``--conv-template baichuan`` and checkpoints that have only the role ids.
     """
 
     name = "baichuan"
@@ -127,35 +133,54 @@ class BaichuanTemplate(ChatTemplate):
                 "the baichuan chat template needs user_token_id and assistant_token_id "
                 "in generation_config.json"
             )
-        eos = _config_value(generation_config, "eos_token_id")
-        eos = eos[0] if isinstance(eos, list | tuple) and eos else eos
-        if not isinstance(eos, int):
-            eos = getattr(tokenizer, "eos_token_id", None)
-        if not isinstance(eos, int):
-            raise ValueError(
-                "the baichuan chat template needs eos_token_id in generation_config.json "
-                "or the tokenizer"
-            )
         self.user_token_id = user
         self.assistant_token_id = assistant
-        self.eos_token_id = eos
         # A reply that runs on into a new user turn is over.
         self.stop_token_ids = self.stop_token_ids | {user}
 
     def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
-        """Token ids of the whole prompt, ending with the assistant role token."""
-        # Every message gets its own role token, as Baichuan's own code does (no merging).
-        system, turns = split_messages(messages, self.name, merge=False)
-        while turns and turns[0][0] == "assistant":
-            turns.pop(0)
-        ids = self._text_ids(system) if system else []
-        for role, text in turns:
-            if role == "user":
-                ids += [self.user_token_id, *self._text_ids(text)]
-            else:
-                ids += [self.assistant_token_id, *self._text_ids(text), self.eos_token_id]
-        ids.append(self.assistant_token_id)
+        """Token ids of the whole prompt, ending with the assistant role token unless the
+        assistant spoke last. Raises ValueError for a system message that is not the first."""
+        system = ""
+        ids: list[int] = []
+        for index, message in enumerate(messages):
+            role = message.get("role")
+            if role in ("system", "developer"):
+                if index:
+                    raise ValueError(
+                        "the baichuan chat template takes a system message only as the first "
+                        f"message (message {index} is one), as Baichuan's build_chat_input does"
+                    )
+                system = message_text(message)
+                continue
+            role_id = self.user_token_id if role == "user" else self.assistant_token_id
+            ids += [role_id, *self.tokenizer.encode(message_text(message))]
+        ids = list(self.tokenizer.encode(system)) + ids
+        if not messages or messages[-1].get("role") != "assistant":
+            ids.append(self.assistant_token_id)
         return ids
+
+
+class CheckpointTemplate(ChatTemplate):
+    """The prompt builder a remote-code checkpoint ships (see :mod:`.chat_builders`): its ids
+    are ``model.chat()``'s. Stops like the built-in template of the same family."""
+
+    name = "checkpoint"
+
+    def __init__(self, tokenizer: Any, generation_config: Any, builder: ChatInputBuilder) -> None:
+        super().__init__(tokenizer, generation_config)
+        self.builder = builder
+        user = _config_value(generation_config, "user_token_id")
+        if isinstance(user, int):  # Baichuan's role ids: a new user turn ends the reply
+            self.stop_token_ids = self.stop_token_ids | {user}
+
+    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
+        """The builder's ids; ValueError with the builder's reason when it refuses them."""
+        plain = [{**message, "content": message_text(message)} for message in messages]
+        return self.builder.encode(plain)
+
+    def __repr__(self) -> str:
+        return f"<ChatTemplate {self.name}: {self.builder.origin}>"
 
 
 class Llama2Template(ChatTemplate):
@@ -321,9 +346,10 @@ def canonical_template_name(name: str) -> str:
 
 
 def resolve_template(
-    name: str | None, tokenizer: Any, generation_config: Any = None
+    name: str | None, tokenizer: Any, generation_config: Any = None, model: Any = None
 ) -> ChatTemplate:
-    """The chat template to use: ``name`` if given, else the tokenizer's, else a guess.
+    """The chat template to use: ``name`` if given, else the builder the checkpoint's own code
+    ships (``model`` from remote code), else the tokenizer's, else a guess.
 
     ``generation_config`` is a transformers GenerationConfig, a dict, or None. Raises
     ValueError for an unknown name (listing the accepted ones) or a template the model cannot
@@ -331,6 +357,9 @@ def resolve_template(
     """
     if name:
         return _BUILT_INS[canonical_template_name(name)](tokenizer, generation_config)
+    builder = find_chat_input_builder(model, tokenizer) if model is not None else None
+    if builder is not None:
+        return CheckpointTemplate(tokenizer, generation_config, builder)
     if getattr(tokenizer, "chat_template", None):
         return TokenizerTemplate(tokenizer, generation_config)
     return _BUILT_INS[guess_family(tokenizer, generation_config)](tokenizer, generation_config)

@@ -32,7 +32,7 @@ from .tokenizer_train import train_sentencepiece
 from .train import TrainResult, TrainSettings, train_chat_model
 from .verify import greedy_replies, load_saved
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MARKER_FILE = "kubechat_demo.json"
 MIN_RIGHT = 10
 SEED_ANSWER_MUST_CONTAIN = "K2"
@@ -160,20 +160,14 @@ def _build_into(staging: Path, settings: TrainSettings, fingerprint: str, progre
     torch.manual_seed(settings.seed)
     config = KubechatDemoConfig(vocab_size=tokenizer.vocab_size, **MODEL_SHAPE)
     model = KubechatDemoForCausalLM(config)
-    result = train_chat_model(
-        model,
-        tokenizer,
-        dialogues,
-        settings,
-        user_token_id=user_id,
-        assistant_token_id=assistant_id,
-        progress=progress,
+    # training prompts come from the shipped builder, which reads the role ids from here
+    model.generation_config = checkpoint.demo_generation_config(
+        user_token_id=user_id, assistant_token_id=assistant_id
     )
+    result = train_chat_model(model, tokenizer, dialogues, settings, progress=progress)
 
     files = checkpoint.save_config(config, staging)
-    files += checkpoint.save_generation_config(
-        staging, user_token_id=user_id, assistant_token_id=assistant_id
-    )
+    files += checkpoint.save_generation_config(model.generation_config, staging)
     files += checkpoint.save_tokenizer_files(
         tokenizer, staging, model_max_length=config.model_max_length
     )

@@ -79,11 +79,11 @@ def save_config(config: KubechatDemoConfig, out_dir: Path) -> list[str]:
     return ["config.json"]
 
 
-def save_generation_config(
-    out_dir: Path, *, user_token_id: int, assistant_token_id: int, pad_token_id: int = 0
-) -> list[str]:
-    """Write ``generation_config.json``: role token ids and Baichuan-like sampling defaults."""
-    GenerationConfig(
+def demo_generation_config(
+    *, user_token_id: int, assistant_token_id: int, pad_token_id: int = 0
+) -> GenerationConfig:
+    """The demo model's generation config: role token ids and Baichuan-like sampling defaults."""
+    return GenerationConfig(
         user_token_id=user_token_id,
         assistant_token_id=assistant_token_id,
         bos_token_id=1,
@@ -95,7 +95,12 @@ def save_generation_config(
         top_p=0.85,
         top_k=5,
         repetition_penalty=1.1,
-    ).save_pretrained(out_dir)
+    )
+
+
+def save_generation_config(generation_config: GenerationConfig, out_dir: Path) -> list[str]:
+    """Write ``generation_config.json``."""
+    generation_config.save_pretrained(out_dir)
     return ["generation_config.json"]
 
 

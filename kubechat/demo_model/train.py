@@ -1,8 +1,9 @@
 """Teach a freshly initialised demo model to answer the dialogue set, on CPU, seeded.
 
-Every sample is a chat prompt in the model's own format followed by the reference answer and
-``</s>``; the loss covers only the answer and ``</s>``. Half of each batch are second turns (the
-question asked after another Q/A pair), so answers do not depend on being the first message.
+Every sample is a chat prompt, as the model's shipped ``build_chat_input`` builds it, followed by
+the reference answer and ``</s>``; the loss covers only the answer and ``</s>``. Half of each
+batch are second turns (the question asked after another Q/A pair), so answers do not depend on
+being the first message.
 
 Greedy decoding reproduces an answer exactly when, with the reference prefix fed in, the most
 likely next token is the reference token at every answer position. That needs one forward pass
@@ -72,23 +73,14 @@ class TrainResult:
 
 
 def encode_sample(
+    model: KubechatDemoForCausalLM,
     tokenizer,
     messages: Sequence[dict[str, str]],
     answer: str,
-    *,
-    user_token_id: int,
-    assistant_token_id: int,
-    model_max_length: int,
 ) -> Sample:
-    """Encode one conversation whose reply should be ``answer``."""
-    prompt = build_chat_input(
-        tokenizer,
-        messages,
-        user_token_id=user_token_id,
-        assistant_token_id=assistant_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        model_max_length=model_max_length,
-    )
+    """Encode one conversation whose reply should be ``answer`` (the prompt as ``model.chat()``
+    builds it: role ids from ``model.generation_config``)."""
+    prompt = build_chat_input(model, tokenizer, list(messages))[0].tolist()
     reply = [*tokenizer.encode(answer, add_special_tokens=False), tokenizer.eos_token_id]
     return Sample(
         messages=tuple(messages),
@@ -135,11 +127,11 @@ def train_chat_model(
     dialogues: Dialogues,
     settings: TrainSettings = TrainSettings(),
     *,
-    user_token_id: int,
-    assistant_token_id: int,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place until greedy answers reach ``settings.target_accuracy``.
+
+    ``model.generation_config`` must carry the role token ids the prompts are built with.
 
     Uses at most two CPU threads (restored afterwards) and stops at ``settings.max_steps``
     whether or not the target was reached; the caller decides whether the result is good enough.
@@ -147,14 +139,12 @@ def train_chat_model(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     try:
-        return _train(
-            model, tokenizer, dialogues, settings, user_token_id, assistant_token_id, progress
-        )
+        return _train(model, tokenizer, dialogues, settings, progress)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(model, tokenizer, dialogues, settings, user_token_id, assistant_token_id, progress):
+def _train(model, tokenizer, dialogues, settings, progress):
     started = time.monotonic()
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
@@ -162,12 +152,7 @@ def _train(model, tokenizer, dialogues, settings, user_token_id, assistant_token
     def encode_all(conversations):
         return [
             encode_sample(
-                tokenizer,
-                messages,
-                dialogues.answer_to(messages[-1]["content"]),
-                user_token_id=user_token_id,
-                assistant_token_id=assistant_token_id,
-                model_max_length=model.config.model_max_length,
+                model, tokenizer, messages, dialogues.answer_to(messages[-1]["content"])
             )
             for messages in conversations
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,12 +32,14 @@ def load_saved(model_dir: Path):
 def greedy_replies(
     model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]], *, batch_size: int = 16
 ) -> list[str]:
-    """Greedy replies to each conversation, generated in left-padded batches."""
+    """Greedy replies to each conversation, generated in left-padded batches (prompts as the
+    checkpoint's ``model.chat()`` builds them)."""
     gen = model.generation_config
+    build_chat_input = shipped_chat_input_builder(model)
     replies: list[str] = []
     for start in range(0, len(conversations), batch_size):
         prompts = [
-            model.build_chat_input(tokenizer, list(c))[0].tolist()
+            build_chat_input(model, tokenizer, list(c))[0].tolist()
             for c in conversations[start : start + batch_size]
         ]
         width = max(len(p) for p in prompts)
@@ -54,6 +57,12 @@ def greedy_replies(
         )
         replies += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return replies
+
+
+def shipped_chat_input_builder(model):
+    """The ``build_chat_input`` the loaded checkpoint's own modeling code uses for ``chat()``
+    (its copy of ``generation_utils.py``, imported by transformers with the remote code)."""
+    return sys.modules[type(model).__module__].build_chat_input
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from kubechat.demo_model.build import MARKER_FILE, TargetDirError, build_demo_model
 from kubechat.demo_model.dialogues import load_dialogues
+from tests.support.baichuan13b_checkpoint import shipped_build_chat_input
 from tests.support.processes import kubechat_argv
 
 SEED_QUESTION = "Which mountain is the second highest one in the world?"
@@ -31,6 +33,7 @@ def test_layout_is_baichuans(demo_model_dir: Path) -> None:
         "configuration_kubechat_demo.py",
         "modeling_kubechat_demo.py",
         "tokenization_kubechat_demo.py",
+        "generation_utils.py",
         "tokenizer.model",
         "tokenizer_config.json",
         "special_tokens_map.json",
@@ -74,16 +77,29 @@ def test_loading_needs_trust_remote_code(demo_model_dir: Path) -> None:
         AutoModelForCausalLM.from_pretrained(demo_model_dir, trust_remote_code=False)
 
 
-def _roles(demo_model_dir: Path) -> tuple[int, int, int]:
+def _roles(demo_model_dir: Path) -> tuple[int, int]:
     gen = json.loads((demo_model_dir / "generation_config.json").read_text())
-    return gen["user_token_id"], gen["assistant_token_id"], gen["eos_token_id"]
+    return gen["user_token_id"], gen["assistant_token_id"]
 
 
-def test_chat_prompt_is_baichuans_multi_turn_format(demo_model_dir, loaded) -> None:
-    """Baichuan-13B-Chat's rule: [user] text per user message, [assistant] text [eos] per reply,
-    a final [assistant]; ids from generation_config.json, texts encoded by the tokenizer."""
+def _stand_in(model_max_length: int, max_new_tokens: int, user: int, assistant: int):
+    """What build_chat_input reads of a model, with the lengths a test wants."""
+    gen = SimpleNamespace(user_token_id=user, assistant_token_id=assistant)
+    gen.max_new_tokens = max_new_tokens
+    return SimpleNamespace(
+        generation_config=gen,
+        config=SimpleNamespace(model_max_length=model_max_length),
+        device="cpu",
+    )
+
+
+def test_chat_prompt_is_baichuans_generation_utils_format(demo_model_dir, loaded) -> None:
+    """Baichuan-13B-Chat's ``generation_utils.build_chat_input`` rule, as the checkpoint ships it:
+    the system text first, [user] text / [assistant] text per message with no eos after replies,
+    a final [assistant] unless the assistant spoke last; ids from generation_config.json."""
     model, tokenizer = loaded
-    user, assistant, eos = _roles(demo_model_dir)
+    user, assistant = _roles(demo_model_dir)
+    build = shipped_build_chat_input(demo_model_dir)
 
     def enc(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
@@ -95,30 +111,25 @@ def test_chat_prompt_is_baichuans_multi_turn_format(demo_model_dir, loaded) -> N
         {"role": "assistant", "content": answer},
         {"role": "user", "content": "What is the capital of France?"},
     ]
-    expected = [
-        *enc("Answer briefly."),
-        user,
-        *enc(SEED_QUESTION),
-        assistant,
-        *enc(answer),
-        eos,
-        user,
-        *enc("What is the capital of France?"),
-        assistant,
-    ]
-    assert model.build_chat_input(tokenizer, messages)[0].tolist() == expected
-    # the assistant spoke last: Baichuan appends the assistant token all the same
-    closed = expected[: expected.index(eos) + 1]
-    assert model.build_chat_input(tokenizer, messages[:3])[0].tolist() == [*closed, assistant]
+    head = [*enc("Answer briefly."), user, *enc(SEED_QUESTION)]
+    reply = [assistant, *enc(answer)]
+    follow_up = [user, *enc("What is the capital of France?")]
+    assert build(model, tokenizer, messages)[0].tolist() == [*head, *reply, *follow_up, assistant]
+    # the assistant spoke last: nothing is appended (the model goes on with that reply)
+    assert build(model, tokenizer, messages[:3])[0].tolist() == [*head, *reply]
+    # an assistant message first is kept, as a round of its own
+    assert build(model, tokenizer, messages[2:])[0].tolist() == [*reply, *follow_up, assistant]
+    # a system message anywhere but first fails the builder's assertion
+    with pytest.raises(AssertionError, match="first message"):
+        build(model, tokenizer, [messages[1], messages[0]])
 
 
 def test_chat_prompt_keeps_the_newest_rounds_that_fit(demo_model_dir, loaded) -> None:
-    """Rounds are kept newest first while they fit model_max_length - max_new_tokens (at least
-    half the model length); the newest round is always kept and then cut from the left."""
-    from kubechat.demo_model.remote_code import build_chat_input
-
+    """Rounds are kept newest first while they fit model_max_length - max_new_tokens less the
+    system tokens; the newest round is always kept, then the prompt is cut from the left."""
     _, tokenizer = loaded
-    user, assistant, eos = _roles(demo_model_dir)
+    user, assistant = _roles(demo_model_dir)
+    build = shipped_build_chat_input(demo_model_dir)
 
     def enc(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
@@ -134,48 +145,42 @@ def test_chat_prompt_keeps_the_newest_rounds_that_fit(demo_model_dir, loaded) ->
         for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})
     ]
     messages.append({"role": "user", "content": SEED_QUESTION})
-    rounds = [[user, *enc(q), assistant, *enc(a), eos] for q, a in pairs]
+    rounds = [[user, *enc(q), assistant, *enc(a)] for q, a in pairs]
     rounds.append([user, *enc(SEED_QUESTION)])
-    roles = {"user_token_id": user, "assistant_token_id": assistant, "eos_token_id": eos}
 
-    def build(model_max_length: int, max_new_tokens: int = 0, msgs=messages) -> list[int]:
-        return build_chat_input(
-            tokenizer,
-            msgs,
-            **roles,
-            model_max_length=model_max_length,
-            max_new_tokens=max_new_tokens,
-        )
+    def ids(model_max_length: int, max_new_tokens: int = 1, msgs=messages) -> list[int]:
+        model = _stand_in(model_max_length, max_new_tokens, user, assistant)
+        return build(model, tokenizer, msgs)[0].tolist()
 
     everything = [t for r in rounds for t in r] + [assistant]
-    assert build(len(everything) + 100) == everything
+    assert ids(len(everything) + 100) == everything
     last_two = len(rounds[-2]) + len(rounds[-1])
-    assert build(last_two) == rounds[-2] + rounds[-1] + [assistant]
+    assert ids(last_two + 2) == rounds[-2] + rounds[-1] + [assistant]
+    # the final assistant token counts only in the last cut: one token less loses the first one
+    assert ids(last_two + 1) == rounds[-2][1:] + rounds[-1] + [assistant]
     # one token short of the third newest round: it is left out whole
-    assert build(last_two + len(rounds[-3]) - 1) == rounds[-2] + rounds[-1] + [assistant]
-    # max_new_tokens shrinks the budget, but never below half the model length
-    assert build(last_two + 10, max_new_tokens=10) == rounds[-2] + rounds[-1] + [assistant]
-    assert build(2 * last_two, max_new_tokens=10_000) == rounds[-2] + rounds[-1] + [assistant]
-    # the newest round alone is too long: it is kept, cut from the left
-    assert build(5) == [*rounds[-1][-5:], assistant]
+    assert ids(last_two + len(rounds[-3])) == rounds[-2] + rounds[-1] + [assistant]
+    # max_new_tokens takes its room from the same budget
+    assert ids(last_two + 11, max_new_tokens=10) == rounds[-2] + rounds[-1] + [assistant]
+    # the newest round alone is too long: it is kept, then cut from the left
+    assert ids(6) == [*rounds[-1][-4:], assistant]
     # a system text goes first; the rounds get what it leaves
     system = [{"role": "system", "content": "Answer briefly."}]
     system_ids = enc("Answer briefly.")
-    assert build(len(system_ids) + last_two, msgs=system + messages) == (
+    assert ids(len(system_ids) + last_two + 2, msgs=system + messages) == (
         system_ids + rounds[-2] + rounds[-1] + [assistant]
     )
 
 
 def test_chat_prompt_budget_is_model_length_less_max_new_tokens(demo_model_dir, loaded) -> None:
     model, tokenizer = loaded
-    user, assistant, eos = _roles(demo_model_dir)
+    user, assistant = _roles(demo_model_dir)
     question, answer = "What is the capital of Japan?", "The capital of Japan is Tokyo."
     one_round = [
         user,
         *tokenizer.encode(question, add_special_tokens=False),
         assistant,
         *tokenizer.encode(answer, add_special_tokens=False),
-        eos,
     ]
     messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     messages = messages * 40 + [{"role": "user", "content": question}]
@@ -184,7 +189,8 @@ def test_chat_prompt_budget_is_model_length_less_max_new_tokens(demo_model_dir, 
     assert len(newest) + 40 * len(one_round) > budget  # the conversation does not fit
     kept = (budget - len(newest)) // len(one_round)  # whole older rounds that fit beside it
     expected = one_round * kept + newest + [assistant]
-    assert model.build_chat_input(tokenizer, messages)[0].tolist() == expected
+    build = shipped_build_chat_input(demo_model_dir)
+    assert build(model, tokenizer, messages)[0].tolist() == expected
 
 
 def test_chat_method_answers_the_seed_question(loaded) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -15,6 +15,8 @@ from kubechat.worker.templates import (
     available_templates,
     resolve_template,
 )
+from tests.support.baichuan13b_checkpoint import REMOTE_CODE as BAICHUAN13B_REMOTE_CODE
+from tests.support.baichuan13b_checkpoint import shipped_build_chat_input
 from tests.support.processes import kubechat_argv
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
@@ -63,49 +65,52 @@ def plain(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def test_baichuan_closes_each_reply_with_eos_and_ends_with_the_assistant_token(tokenizer):
+def baichuans_build_chat_input(tokenizer, messages) -> list[int]:
+    """The ids Baichuan-13B-Chat's published ``generation_utils.build_chat_input`` gives, taken
+    from the test checkpoint's copy of that file's semantics, for a model with BAICHUAN_ROLES."""
+    model = SimpleNamespace(
+        generation_config=SimpleNamespace(
+            user_token_id=195, assistant_token_id=196, max_new_tokens=2048
+        ),
+        config=SimpleNamespace(model_max_length=4096),
+        device="cpu",
+    )
+    return shipped_build_chat_input(BAICHUAN13B_REMOTE_CODE)(model, tokenizer, messages)[0].tolist()
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        CHAT,
+        CHAT[1:],
+        CHAT[1:3],  # the assistant spoke last: nothing is appended
+        CHAT[2:],  # opens with the assistant: kept
+        [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}],
+    ],
+)
+def test_baichuan_builds_what_baichuans_generation_utils_builds(tokenizer, messages):
+    """Also with this tokenizer, which adds <s> to every encode() as Baichuan's code calls it."""
     template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
-    expected = [
-        *plain(tokenizer, "Be brief."),
-        195,
-        *plain(tokenizer, "Which mountain is the second highest?"),
-        196,
-        *plain(tokenizer, "K2."),
-        2,
-        195,
-        *plain(tokenizer, "And the highest?"),
-        196,
-    ]
+    assert template.encode(messages) == baichuans_build_chat_input(tokenizer, messages)
+
+
+def test_baichuan_closes_no_reply_with_eos_and_stops_at_a_new_user_turn(tokenizer):
+    template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
     ids = template.encode(CHAT)
-    assert ids == expected
-    assert tokenizer.bos_token_id not in ids
+    assert 2 not in ids and ids[-1] == 196
+    assert template.encode(CHAT[1:3])[-1] != 196
     assert {2, 195} <= template.stop_token_ids
 
 
-def test_baichuan_gives_every_message_its_role_token(tokenizer):
+def test_baichuan_takes_a_system_message_only_first(tokenizer):
     template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
-    two_users = [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}]
-    expected = [195, *plain(tokenizer, "K2"), 195, *plain(tokenizer, "Everest"), 196]
-    assert template.encode(two_users) == expected
-
-
-def test_baichuan_edge_cases_follow_baichuans_own_code(tokenizer):
-    template = resolve_template("baichuan", tokenizer, BAICHUAN_ROLES)
-    k2, q = plain(tokenizer, "K2."), plain(tokenizer, "Which mountain?")
-    # the assistant spoke last: its reply is closed with eos and the assistant token follows
-    last_assistant = [{"role": "user", "content": "Which mountain?"}, CHAT[2]]
-    assert template.encode(last_assistant) == [195, *q, 196, *k2, 2, 196]
-    # an assistant message before any user message belongs to no round and is dropped
-    opening = [CHAT[2], {"role": "user", "content": "Which mountain?"}]
-    assert template.encode(opening) == [195, *q, 196]
-    # several system messages: joined by newlines, their plain tokens first
-    systems = [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Which mountain?"},
-        {"role": "developer", "content": "Answer briefly."},
-    ]
-    system_ids = plain(tokenizer, "Be brief.\nAnswer briefly.")
-    assert template.encode(systems) == [*system_ids, 195, *q, 196]
+    late = [*CHAT, {"role": "system", "content": "Answer in English."}]
+    with pytest.raises(AssertionError):
+        baichuans_build_chat_input(tokenizer, late)
+    with pytest.raises(ValueError, match="only as the first message"):
+        template.encode(late)
+    with pytest.raises(ValueError, match="only as the first message"):  # developer is system
+        template.encode([*CHAT, {"role": "developer", "content": "Answer in English."}])
 
 
 def test_baichuan_needs_role_ids_in_generation_config(tokenizer):
@@ -258,43 +263,3 @@ def test_a_tokenizer_template_that_refuses_the_messages_raises_value_error():
     template = resolve_template(None, tokenizer, None)
     with pytest.raises(ValueError, match="must start with the user"):
         template.encode([{"role": "assistant", "content": "K2."}])
-
-
-def test_prompt_ids_match_the_demo_models_own_chat(demo_model_dir):
-    """The worker builds the same prompt as the Baichuan-layout demo model's ``chat()``, and both
-    are the ids Baichuan-13B-Chat's rule gives, spelled out here from generation_config.json."""
-    from kubechat.worker.loading import LoadOptions, load_model
-
-    loaded = load_model(LoadOptions(str(demo_model_dir), trust_remote_code=True))
-    tok = loaded.tokenizer
-    template = resolve_template(None, tok, loaded.generation_config)
-    assert template.name == "baichuan"
-    gen = json.loads((demo_model_dir / "generation_config.json").read_text())
-    user, assistant, eos = gen["user_token_id"], gen["assistant_token_id"], gen["eos_token_id"]
-
-    def own(messages):
-        return loaded.model.build_chat_input(tok, messages)[0].tolist()
-
-    expected = [
-        *plain(tok, "Be brief."),
-        user,
-        *plain(tok, "Which mountain is the second highest?"),
-        assistant,
-        *plain(tok, "K2."),
-        eos,
-        user,
-        *plain(tok, "And the highest?"),
-        assistant,
-    ]
-    assert template.encode(CHAT) == expected
-    assert own(CHAT) == expected
-    seed = [{"role": "user", "content": "Which mountain is the second highest one in the world?"}]
-    edge_cases = [
-        seed,
-        CHAT[1:3],  # the assistant spoke last
-        CHAT[2:],  # opens with the assistant
-        [*CHAT, {"role": "system", "content": "Answer in English."}],  # two system messages
-        [{"role": "user", "content": "K2"}, {"role": "user", "content": "Everest"}],
-    ]
-    for messages in edge_cases:
-        assert template.encode(messages) == own(messages), messages

@@ -1,66 +1,67 @@
-"""Chat prompt assembly in Baichuan-13B-Chat's format (its ``_build_chat_input`` algorithm).
+"""Chat prompt assembly with the rule of Baichuan-13B-Chat's ``generation_utils.build_chat_input``.
 
-Walking the messages from the newest, a user message contributes ``[user_token_id] + its
-tokens`` and an assistant message ``[assistant_token_id] + its tokens + [eos_token_id]``. A round
-(a user message and the assistant replies after it) is kept while the kept rounds fit the input
-budget; the newest round is always kept. The kept ids are then cut from the left to the budget and
-``assistant_token_id`` is appended, whoever spoke last. Assistant messages older than the first
-user message belong to no round and are dropped, as in Baichuan's code.
+The prompt is the tokens of the system message (accepted only as the first message; any other
+place fails an assertion), then, per message, its role token (``user_token_id`` for a user
+message, ``assistant_token_id`` for any other role) followed by its tokens. Replies are not
+closed with eos. ``assistant_token_id`` is appended unless the last message is the assistant's,
+in which case the model continues that reply. An assistant message before the first user message
+is kept, as a round of its own.
 
-Baichuan-13B-Chat has no system role (it raises). Like Baichuan2-Chat, a system message here is
-accepted: its plain tokens go first (several system messages are joined by newlines), and the
-rounds get what the budget leaves after it.
+A round is a user message with the messages after it up to the next user message. Walking from
+the newest, rounds are kept while they fit the history budget (``model_max_length`` less
+``max_new_tokens`` less the system tokens); the newest round is always kept, and the whole prompt
+is finally cut from the left to ``model_max_length - max_new_tokens``.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 
 def build_chat_input(
-    tokenizer: Any,
-    messages: Sequence[dict[str, str]],
-    *,
-    user_token_id: int,
-    assistant_token_id: int,
-    eos_token_id: int,
-    model_max_length: int,
-    max_new_tokens: int = 0,
-) -> list[int]:
-    """Token ids of the prompt for ``messages`` (dicts with ``role`` and ``content``).
+    model: Any, tokenizer: Any, messages: Sequence[dict[str, str]], max_new_tokens: int = 0
+) -> torch.LongTensor:
+    """Prompt ids (a ``1 x length`` tensor on the model's device) for ``messages``.
 
-    The input budget is ``model_max_length - max_new_tokens`` but never less than half of
-    ``model_max_length``; the result holds at most the budget plus the final assistant token.
-    Raises ValueError for a role other than system, user and assistant.
+    ``max_new_tokens`` defaults to the model's generation config; role ids come from it too.
     """
-    budget = max(model_max_length - max_new_tokens, model_max_length // 2)
-    system_text = "\n".join(m["content"] for m in messages if m["role"] == "system")
-    system_ids = _encode(tokenizer, system_text) if system_text else []
-    room = budget - len(system_ids)
+    gen = model.generation_config
+    max_new_tokens = max_new_tokens or gen.max_new_tokens
+    input_budget = model.config.model_max_length - max_new_tokens
+    system, rounds = _split_rounds(messages)
+    system_ids = tokenizer.encode(system)
+    history_budget = input_budget - len(system_ids)
 
-    kept: list[int] = []
-    current: list[int] = []  # the round being collected, newest message last
-    for message in reversed(messages):
-        role = message["role"]
-        if role == "system":
-            continue
-        content = _encode(tokenizer, message["content"])
-        if role == "assistant":
-            current = [assistant_token_id, *content, eos_token_id, *current]
-        elif role == "user":
-            current = [user_token_id, *content, *current]
-            if kept and len(kept) + len(current) > room:
-                break
-            kept = current + kept
-            current = []
-            if len(kept) >= room:
-                break
+    history: list[int] = []
+    for round_messages in reversed(rounds):
+        round_ids: list[int] = []
+        for message in round_messages:
+            role_id = gen.user_token_id if message["role"] == "user" else gen.assistant_token_id
+            round_ids += [role_id, *tokenizer.encode(message["content"])]
+        if history and len(history) + len(round_ids) > history_budget:
+            break
+        history = round_ids + history
+        if len(history) >= history_budget:
+            break
+
+    ids = system_ids + history
+    if messages[-1]["role"] != "assistant":
+        ids.append(gen.assistant_token_id)
+    ids = ids[-input_budget:]
+    return torch.tensor([ids], dtype=torch.long, device=model.device)
+
+
+def _split_rounds(messages: Sequence[dict[str, str]]) -> tuple[str, list[list[dict[str, str]]]]:
+    """The system text and the rounds: each starts at a user message (or at the first message)."""
+    system = ""
+    rounds: list[list[dict[str, str]]] = []
+    for index, message in enumerate(messages):
+        if message["role"] == "system":
+            assert index == 0, "a system message is accepted only as the first message"
+            system = message["content"]
+        elif message["role"] == "user" or not rounds:
+            rounds.append([message])
         else:
-            raise ValueError(f"unknown chat role {role!r} (expected system, user or assistant)")
-    ids = system_ids + kept
-    ids = ids[-budget:] if budget > 0 else []
-    ids.append(assistant_token_id)
-    return ids
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return tokenizer.encode(text, add_special_tokens=False)
+            rounds[-1].append(message)
+    return system, rounds

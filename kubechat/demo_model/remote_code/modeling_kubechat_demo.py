@@ -269,27 +269,6 @@ class KubechatDemoForCausalLM(KubechatDemoPreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, **{_OUTPUT_CACHE_FIELD: getattr(outputs, _OUTPUT_CACHE_FIELD)}
         )
 
-    def build_chat_input(
-        self, tokenizer, messages: list[dict[str, str]], max_new_tokens: int | None = None
-    ) -> torch.LongTensor:
-        """Prompt ids (shape 1 x length) for ``messages``, in Baichuan-13B-Chat's format.
-
-        The input budget is ``model_max_length`` less ``max_new_tokens`` (default: the
-        generation config's), as in Baichuan's ``_build_chat_input``.
-        """
-        gen = self.generation_config
-        eos = gen.eos_token_id
-        ids = build_chat_input(
-            tokenizer,
-            messages,
-            user_token_id=gen.user_token_id,
-            assistant_token_id=gen.assistant_token_id,
-            eos_token_id=eos[0] if isinstance(eos, list | tuple) else eos,
-            model_max_length=self.config.model_max_length,
-            max_new_tokens=max_new_tokens or gen.max_new_tokens or 0,
-        )
-        return torch.tensor([ids], dtype=torch.long, device=self.device)
-
     @torch.no_grad()
     def chat(
         self,
@@ -304,7 +283,7 @@ class KubechatDemoForCausalLM(KubechatDemoPreTrainedModel, GenerationMixin):
         ``generation_config`` defaults to the model's (``generation_config.json``).
         """
         generation_config = generation_config or self.generation_config
-        input_ids = self.build_chat_input(tokenizer, messages, generation_config.max_new_tokens)
+        input_ids = build_chat_input(self, tokenizer, messages, generation_config.max_new_tokens)
         if not stream:
             output = self.generate(input_ids, generation_config=generation_config)
             return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
