@@ -260,3 +260,25 @@ def test_children_that_ignore_sigterm_die_with_their_pod(runner, api, tmp_path):
 
     eventually(lambda: not alive(child), timeout=10)
     eventually(lambda: not core.list_namespaced_pod("default").items, timeout=10)
+
+
+def test_a_pod_asking_for_more_gpus_than_the_node_has_stays_pending(cluster, api, tmp_path):
+    core = CoreV1Api(api)
+    with PodRunner(api, "default", log_dir=tmp_path, gpus=0) as runner:
+        gpu_pod = server_pod("gpu")
+        gpu_pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "2"}}
+        core.create_namespaced_pod("default", gpu_pod)
+        core.create_namespaced_pod("default", server_pod("cpu"))
+
+        eventually(lambda: condition(core.read_namespaced_pod("cpu", "default"), "Ready") == "True")
+        pod = eventually(
+            lambda: (
+                (p := core.read_namespaced_pod("gpu", "default"))
+                and condition(p, "PodScheduled") == "False"
+                and p
+            )
+        )
+        assert pod.status.phase == "Pending" and not pod.spec.node_name
+        (scheduled,) = [c for c in pod.status.conditions if c.type == "PodScheduled"]
+        assert scheduled.reason == "Unschedulable" and "nvidia.com/gpu" in scheduled.message
+        assert set(runner.processes()) == {"cpu"}

@@ -12,6 +12,10 @@ under ``restartPolicy: Always`` (and ``OnFailure`` for non-zero codes); otherwis
 Succeeded or Failed. A pod that is deleted (or gets a deletionTimestamp) has its process group
 sent SIGTERM, then SIGKILL after the grace period, and is then deleted with grace 0.
 
+With ``gpus=N`` the node has N ``nvidia.com/gpu``: a pod whose container asks for more is left
+unbound and Pending with ``PodScheduled`` False (``Unschedulable``), as the scheduler leaves it;
+by default GPU requests are ignored.
+
 Differences from a kubelet: only the first container runs; images are ignored (``python`` in a
 command means this interpreter); volumes are not mounted (``path_map`` rewrites path prefixes
 in args and env values instead); liveness probes and init containers are ignored.
@@ -98,8 +102,11 @@ class PodRunner:
         probe_interval: float = 0.3,
         restart_backoff: float = 0.5,
         stop_grace: float = 5.0,
+        gpus: int | None = None,
     ) -> None:
         self.extra_env = dict(extra_env or {})
+        self.gpus = gpus
+        self._unschedulable: set[str] = set()  # pod uids already reported as such
         if isinstance(api, Path):  # a kubeconfig: the pods get it too, as their credentials
             self.extra_env.setdefault("KUBECONFIG", str(api))
             api = kubernetes.config.new_client_from_config(config_file=str(api))
@@ -235,6 +242,9 @@ class PodRunner:
                 return
             if container is not None or not self._is_mine(pod):
                 return
+            if not self._fits(pod):
+                self._report_unschedulable(pod)
+                return
             container = _Container(pod, free_port(), self._log_path(pod["metadata"]["name"]))
             self._containers[uid] = container
         self._bind(container)
@@ -245,6 +255,32 @@ class PodRunner:
         node = pod["spec"].get("nodeName")
         phase = (pod.get("status") or {}).get("phase")
         return node in (None, "", self.node_name) and phase not in ("Succeeded", "Failed")
+
+    def _fits(self, pod: dict[str, Any]) -> bool:
+        """Whether the node has the GPUs the pod's first container asks for."""
+        resources = pod["spec"]["containers"][0].get("resources") or {}
+        wanted = resources.get("limits") or resources.get("requests") or {}
+        return self.gpus is None or int(wanted.get("nvidia.com/gpu", 0)) <= self.gpus
+
+    def _report_unschedulable(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid in self._unschedulable:
+            return
+        self._unschedulable.add(uid)
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu "
+            f"(the node has {self.gpus}).",
+            "lastTransitionTime": _now(),
+        }
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.core.patch_namespaced_pod_status(
+                pod["metadata"]["name"],
+                self.namespace,
+                {"status": {"phase": "Pending", "conditions": [condition]}},
+            )
 
     def _log_path(self, pod_name: str) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
