@@ -12,14 +12,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
 from kubechat.discovery.live import LiveView
-from kubechat.openai_errors import OpenAIError, validation_error
+from kubechat.openai_errors import ASGIResponse, OpenAIError, error_response, validation_error
 from kubechat.routing import Router
 from kubechat.upstream import RetryPolicy, Timeouts, Upstream
 
@@ -87,35 +87,30 @@ def create_app(
 
     app = FastAPI(title="kubechat gateway", version="0.1.0", lifespan=lifespan)
 
-    def count_error(request: Request, status: int) -> None:
+    def answer(request: Request, err: OpenAIError) -> ASGIResponse:
+        """The error's response, counted when it answers a completion endpoint."""
         endpoint = COMPLETIONS.get(request.url.path)
         if endpoint is not None:
             model = getattr(request.state, "model", "-")
-            metrics.requests.labels(model, endpoint.label, str(status)).inc()
+            metrics.requests.labels(model, endpoint.label, str(err.status)).inc()
+        return error_response(err)
 
     @app.exception_handler(OpenAIError)
-    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        count_error(request, exc.status)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    async def _openai_error(request: Request, exc: OpenAIError) -> ASGIResponse:
+        return answer(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err = http_error(exc)
-        count_error(request, err.status)
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ASGIResponse:
+        return answer(request, http_error(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = validation_error(exc.errors())
-        count_error(request, err.status)
-        return JSONResponse(err.body(), status_code=err.status)
+    async def _invalid(request: Request, exc: RequestValidationError) -> ASGIResponse:
+        return answer(request, validation_error(exc.errors()))
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> ASGIResponse:
         log.exception("internal error on %s", request.url.path)
-        err = OpenAIError(500, f"internal error: {type(exc).__name__}")
-        count_error(request, err.status)
-        return JSONResponse(err.body(), status_code=500)
+        return answer(request, OpenAIError(500, f"internal error: {type(exc).__name__}"))
 
     def authenticate(request: Request) -> None:
         """For /metrics when protected (the /v1/ endpoints are guarded by KeyGuard)."""

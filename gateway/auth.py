@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubechat.openai_errors import OpenAIError
+from kubechat.openai_errors import OpenAIError, error_response
 
 ENV_VAR = "KUBECHAT_API_KEYS"
 
@@ -115,12 +114,4 @@ class KeyGuard:
             await self.app(scope, receive, send)
             return
         self.on_reject(scope["path"])
-        err = missing_key()
-        body = json.dumps(err.body()).encode()
-        response_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in err.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
+        await error_response(missing_key())(scope, receive, send)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyTooLarge
 from kubechat.discovery.live import LiveView
-from kubechat.openai_errors import OpenAIError, model_not_found
+from kubechat.openai_errors import OpenAIError, error_response, model_not_found
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, Upstream
@@ -88,7 +88,7 @@ class CompletionsEndpoint:
         except OpenAIError as err:
             model = getattr(request.state, "model", "-")
             self.metrics.requests.labels(model, self.endpoint, str(err.status)).inc()
-            response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+            response = error_response(err)
         except BodyTooLarge:  # answered 413 by the BodyLimit middleware
             self.metrics.requests.labels("-", self.endpoint, "413").inc()
             raise

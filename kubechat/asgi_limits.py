@@ -7,10 +7,9 @@ buffering happens.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .openai_errors import OpenAIError
+from .openai_errors import OpenAIError, error_response
 
 
 class BodyLimit:
@@ -26,7 +25,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         seen = 0
 
@@ -44,15 +43,15 @@ class BodyLimit:
         try:
             await self.app(scope, counting_receive, send)
         except BodyTooLarge:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
 
-    async def _reject(self, send: Any) -> None:
+    async def _reject(self, scope: dict, receive: Any, send: Any) -> None:
         err = OpenAIError(
             413,
             f"request body is larger than the limit of {self.limit} bytes",
             code="request_too_large",
         )
-        await _send_error(send, err)
+        await error_response(err)(scope, receive, send)
 
 
 class HeaderLimit:
@@ -75,24 +74,9 @@ class HeaderLimit:
                     f"request headers are larger than the limit of {self.limit} bytes",
                     code="headers_too_large",
                 )
-                await _send_error(send, err)
+                await error_response(err)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-async def _send_error(send: Any, err: OpenAIError) -> None:
-    body = json.dumps(err.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": err.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyTooLarge(Exception):

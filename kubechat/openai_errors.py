@@ -7,7 +7,10 @@ loading or when no worker is live, 500 with a message for internal failures.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _TYPES = {
     400: "invalid_request_error",
@@ -54,6 +57,28 @@ class OpenAIError(Exception):
                 "code": self.code,
             }
         }
+
+
+ASGIResponse = Callable[[dict, Any, Any], Awaitable[None]]
+
+
+def error_response(err: OpenAIError) -> ASGIResponse:
+    """``err`` as an HTTP response: its JSON body with its status and headers, as a plain ASGI
+    app (so core needs no web framework). FastAPI's exception handlers return it, middleware and
+    plain ASGI endpoints call it with ``(scope, receive, send)``."""
+    # rendered as Starlette's JSONResponse renders, so every error of ours reads the same
+    body = json.dumps(err.body(), ensure_ascii=False, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()),
+    ]
+
+    async def respond(scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:

@@ -14,10 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
-from kubechat.openai_errors import OpenAIError, unavailable, validation_error
+from kubechat.openai_errors import (
+    ASGIResponse,
+    OpenAIError,
+    error_response,
+    unavailable,
+    validation_error,
+)
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
 
-from .engine import EngineError
 from .response_metrics import CLIENT_GONE, CountResponses, StreamOutcome, label_model, report_status
 from .serving import Serving
 from .state import WorkerState
@@ -47,21 +52,21 @@ def create_app(
     metrics = state.metrics
 
     @app.exception_handler(OpenAIError)
-    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    async def _openai_error(request: Request, exc: OpenAIError) -> ASGIResponse:
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error_response(http_error(exc))
+    async def _http(request: Request, exc: StarletteHTTPException) -> ASGIResponse:
+        return error_response(http_error(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error_response(validation_error(exc.errors()))
+    async def _invalid(request: Request, exc: RequestValidationError) -> ASGIResponse:
+        return error_response(validation_error(exc.errors()))
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> ASGIResponse:
         log.exception("internal error on %s", request.url.path)
-        return _error_response(OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}"))
+        return error_response(OpenAIError(500, f"internal error: {type(exc).__name__}: {exc}"))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -136,8 +141,6 @@ def create_app(
             return ClosingStream(events(), ended)
         try:
             result = await until_disconnect(serving.complete(job), request.is_disconnected)
-        except EngineError as exc:
-            raise OpenAIError(500, f"generation failed: {exc}", code="generation_failed") from exc
         finally:
             slot.release()
         if result is None:  # client went away; its generation was cancelled
@@ -177,7 +180,3 @@ def _serving(state: WorkerState) -> Serving:
     if state.serving is None:
         raise unavailable("model is still loading", retry_after=5, code="loading")
     return state.serving
-
-
-def _error_response(err: OpenAIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)

@@ -82,6 +82,21 @@ class _Job:
     started: float = field(default_factory=time.perf_counter)
     error: OpenAIError | None = None  # what a stream reported in its error event, if it did
 
+    @property
+    def chat(self) -> bool:
+        """Whether this is a chat completion (else a text completion)."""
+        return self.endpoint == "chat"
+
+    def response_id(self) -> str:
+        """A new id for this job's response (``chatcmpl-...`` or ``cmpl-...``)."""
+        return new_id("chatcmpl" if self.chat else "cmpl")
+
+    def echoed(self, index: int) -> str | None:
+        """The prompt choice ``index`` starts with when completions echo it, else None."""
+        if not self.echo:
+            return None
+        return self.prompt_texts[index // (len(self.requests) // len(self.prompt_texts))]
+
 
 class Serving:
     """The OpenAI endpoints' logic for one model."""
@@ -298,54 +313,18 @@ class Serving:
         async def collect(seq: _Sequence, text: str, final: bool) -> None:
             seq.text.append(text)
 
-        seqs = await self._run_all(job, collect)
-        created, usage = now(), self.usage(job, seqs)
-        if job.endpoint == "chat":
-            return {
-                "id": new_id("chatcmpl"),
-                "object": "chat.completion",
-                "created": created,
-                "model": job.model,
-                "choices": [
-                    {
-                        "index": s.index,
-                        "finish_reason": s.finish_reason,
-                        "logprobs": None,
-                        "message": {"role": "assistant", "content": "".join(s.text)},
-                    }
-                    for s in seqs
-                ],
-                "usage": usage,
-            }
-        per_prompt = len(job.requests) // len(job.prompt_texts)
-        return {
-            "id": new_id("cmpl"),
-            "object": "text_completion",
-            "created": created,
-            "model": job.model,
-            "choices": [
-                {
-                    "index": s.index,
-                    "finish_reason": s.finish_reason,
-                    "logprobs": None,
-                    "text": (job.prompt_texts[s.index // per_prompt] if job.echo else "")
-                    + "".join(s.text),
-                }
-                for s in seqs
-            ],
-            "usage": usage,
-        }
+        try:
+            seqs = await self._run_all(job, collect)
+        except EngineError as exc:
+            raise generation_failed(exc) from exc
+        return response_body(job, seqs, self.usage(job, seqs))
 
     async def stream(self, job: _Job, keepalive_seconds: float | None = None) -> AsyncIterator[str]:
         """Run a job and yield its server-sent events, ending with :data:`DONE_EVENT`; after each
         ``keepalive_seconds`` without an event (waiting for a slot in a busy engine) it yields
         :data:`KEEPALIVE`, so that no proxy's idle timeout cuts a healthy stream."""
-        chat = job.endpoint == "chat"
-        chunks = StreamChunks(
-            new_id("chatcmpl" if chat else "cmpl"), chat, now(), job.model, job.include_usage
-        )
+        chunks = StreamChunks(job.response_id(), job.chat, now(), job.model, job.include_usage)
         queue: asyncio.Queue[tuple[_Sequence, str, bool] | str | None] = asyncio.Queue()
-        per_prompt = len(job.requests) // len(job.prompt_texts)
 
         async def push(seq: _Sequence, text: str, final: bool) -> None:
             await queue.put((seq, text, final))
@@ -355,8 +334,7 @@ class Serving:
         silence = _SilenceWatch(queue, keepalive_seconds) if keepalive_seconds else None
         try:
             for i in range(len(job.requests)):
-                echo = job.prompt_texts[i // per_prompt] if job.echo else None
-                if (event := chunks.opening(i, echo)) is not None:
+                if (event := chunks.opening(i, job.echoed(i))) is not None:
                     yield event
             while (item := await queue.get()) is not None:
                 if item is KEEPALIVE:
@@ -371,11 +349,7 @@ class Serving:
             if job.include_usage:
                 yield chunks.event([], self.usage(job, seqs))
         except (EngineError, OpenAIError) as exc:
-            err = (
-                exc
-                if isinstance(exc, OpenAIError)
-                else OpenAIError(500, f"generation failed: {exc}")
-            )
+            err = exc if isinstance(exc, OpenAIError) else generation_failed(exc)
             job.error = err
             yield error_event(err.body())
         finally:
@@ -385,6 +359,37 @@ class Serving:
                 runner.cancel()
                 await asyncio.gather(runner, return_exceptions=True)
         yield DONE_EVENT
+
+
+def generation_failed(exc: EngineError) -> OpenAIError:
+    """The 500 for a failed generation (a stream under way ends with it as its error event)."""
+    return OpenAIError(500, f"generation failed: {exc}", code="generation_failed")
+
+
+def response_body(job: _Job, seqs: list[_Sequence], usage: dict[str, int]) -> dict[str, Any]:
+    """The body of a non-streamed answer: a ``chat.completion`` (each choice's text as the
+    assistant's message) or a ``text_completion`` (the text, after the prompt if echoed)."""
+    choices = []
+    for s in seqs:
+        text = "".join(s.text)
+        choice: dict[str, Any] = {
+            "index": s.index,
+            "finish_reason": s.finish_reason,
+            "logprobs": None,
+        }
+        if job.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = (job.echoed(s.index) or "") + text
+        choices.append(choice)
+    return {
+        "id": job.response_id(),
+        "object": "chat.completion" if job.chat else "text_completion",
+        "created": now(),
+        "model": job.model,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 class _SilenceWatch:
