@@ -9,6 +9,7 @@ from typing import Any
 
 from kubechat.defaults import DRAIN_GRACE, LEASE_DURATION, LEASE_RENEW_INTERVAL, WORKER_PORT
 from kubechat.discovery.records import DEPLOYMENT_LABEL
+from kubechat.load_failure import TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH
 from kubechat.plan import WorkerLaunch, WorkerPlan, worker_command_args
 from kubechat.spec import API_VERSION, KIND
 
@@ -80,6 +81,7 @@ def render_pod(
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("POD_IP", "status.podIP"),
         {"name": "KUBECHAT_CACHE", "value": CACHE_DIR},
+        {"name": TERMINATION_MESSAGE_ENV, "value": TERMINATION_MESSAGE_PATH},
         {"name": "HF_MODULES_CACHE", "value": f"{CACHE_DIR}/modules"},
         {"name": "HOME", "value": CACHE_DIR},
     ]
@@ -113,8 +115,11 @@ def render_pod(
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "resources": resources,
         "volumeMounts": mounts,
-        # A worker that exits non-zero says why on its last log line: the kubelet reports the
-        # log tail as the termination message, which the ModelLoadFailed condition shows.
+        # A worker that cannot load its model writes why (kubechat/load_failure.py) to this file
+        # before it exits 1; the kubelet reports it as the termination message, which the
+        # ModelLoadFailed condition shows. A worker that dies without writing it leaves its
+        # log's tail there instead.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "readinessProbe": {
             "httpGet": {"path": "/health/ready", **http},

@@ -20,6 +20,7 @@ from kubechat.defaults import (
     WORKER_LIMIT_CONCURRENCY,
 )
 from kubechat.discovery.stores import STORE_HELP, open_store
+from kubechat.load_failure import LoadFailureReport, termination_message_path, write_report
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -203,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    failure: list[str] = []
+    failure: list[LoadFailureReport] = []
     server: DrainingServer | None = None
 
-    def fatal(message: str) -> None:
-        failure.append(message)
+    def fatal(report: LoadFailureReport) -> None:
+        failure.append(report)
         if server is not None:
             server.should_exit = True
 
@@ -240,7 +241,10 @@ def run(args: argparse.Namespace) -> int:
     server = DrainingServer(config, state, args.drain_grace)
     server.run()
     if failure:
-        print(f"kubechat worker: model load failed: {failure[0]}", file=sys.stderr, flush=True)
+        # the log's last line for people (and FallbackToLogsOnError); the file for the operator
+        message = f"kubechat worker: model load failed ({failure[0].reason}): {failure[0].message}"
+        print(message, file=sys.stderr, flush=True)
+        write_report(failure[0], termination_message_path())
         return 1
     return 0
 

@@ -11,18 +11,41 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+
+import torch
 
 from kubechat.aio import in_own_thread
 from kubechat.defaults import LEASE_DURATION, LEASE_RENEW_INTERVAL, WORKER_LIMIT_CONCURRENCY
 from kubechat.discovery.heartbeat import Heartbeat
 from kubechat.discovery.records import WorkerRecord
+from kubechat.load_failure import LoadFailureReport
 
 from .admission import Admission
+from .loading import ModelLoadError
 from .metrics import WorkerMetrics
+from .remote_code import remote_code_failure, where_raised
 from .serving import ModelRuntime, Serving
 
 log = logging.getLogger(__name__)
+
+
+def load_failure_report(exc: BaseException) -> LoadFailureReport:
+    """What a worker that could not load its model (or start its engine) reports: a
+    ModelLoadError's reason and message; GPU memory running out as InsufficientGpuMemory; a
+    failure in the checkpoint's own code as RemoteCodeIncompatible, with where it was raised
+    and what to change; anything else as ModelLoadFailed with its exception type and place."""
+    if isinstance(exc, ModelLoadError):
+        return LoadFailureReport(exc.reason, str(exc))
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return LoadFailureReport(
+            "InsufficientGpuMemory",
+            f"ran out of GPU memory starting the engine ({exc}): lower --kv-cache-memory or "
+            "--max-gpu-memory, or add GPUs",
+        )
+    if (remote := remote_code_failure(exc)) is not None:
+        return LoadFailureReport("RemoteCodeIncompatible", remote)
+    return LoadFailureReport("ModelLoadFailed", where_raised(exc))
 
 
 @dataclass
@@ -44,7 +67,7 @@ class WorkerState:
         *,
         limit_concurrency: int = WORKER_LIMIT_CONCURRENCY,
         stream_interval: int = 1,
-        on_fatal: Callable[[str], None] | None = None,
+        on_fatal: Callable[[LoadFailureReport], None] | None = None,
         identity: Identity | None = None,
         lease_writer: object | None = None,
         renew_interval: float = LEASE_RENEW_INTERVAL,
@@ -56,7 +79,7 @@ class WorkerState:
         self.serving: Serving | None = None
         self.runtime: ModelRuntime | None = None
         self.draining = False
-        self.load_error: str | None = None
+        self.load_error: LoadFailureReport | None = None
         self._load = load
         self._stream_interval = stream_interval
         self._on_fatal = on_fatal
@@ -119,8 +142,8 @@ class WorkerState:
             runtime = await in_own_thread(self._load, name="model-load")
             await runtime.engine.start()
         except Exception as exc:
-            self.load_error = str(exc) or type(exc).__name__
-            log.error("model load failed: %s", self.load_error)
+            self.load_error = load_failure_report(exc)
+            log.error("model load failed (%s): %s", *astuple(self.load_error))
             if self._on_fatal:
                 self._on_fatal(self.load_error)
             return

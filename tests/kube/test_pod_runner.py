@@ -163,6 +163,54 @@ def test_a_finished_pod_reports_its_exit_code(runner, api):
     assert condition(done, "Ready") == "False"
 
 
+@pytest.mark.parametrize(
+    ("script", "container", "message"),
+    [
+        (  # the file at terminationMessagePath, found through the path the pod passes on
+            "import os; open(os.environ['MSG'], 'w').write('why'); print('log'); exit(3)",
+            {"terminationMessagePath": "/dev/termination-log"},
+            "why",
+        ),
+        (  # an empty file, FallbackToLogsOnError and a failure: the log's tail
+            "print('first'); print('last words'); raise SystemExit(3)",
+            {"terminationMessagePolicy": "FallbackToLogsOnError"},
+            "first\nlast words",
+        ),
+        (  # an empty file and the default policy (File): no message
+            "print('last words'); raise SystemExit(3)",
+            {},
+            None,
+        ),
+    ],
+)
+def test_a_finished_pod_reports_its_termination_message(runner, api, script, container, message):
+    core = CoreV1Api(api)
+    pod = {
+        "metadata": {"name": "job"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "command": [sys.executable, "-c", script],
+                    "env": [{"name": "MSG", "value": "/dev/termination-log"}],
+                    **container,
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod("default", pod)
+
+    done = eventually(
+        lambda: (p := core.read_namespaced_pod("job", "default")).status.phase == "Failed" and p
+    )
+
+    terminated = done.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.message) == (3, message)
+    assert not Path("/dev/termination-log").exists()  # the pod's own file, not the host's
+
+
 def test_stop_leaves_no_process_behind(cluster, api, tmp_path):
     core = CoreV1Api(api)
     core.create_namespaced_pod("default", server_pod("a"))

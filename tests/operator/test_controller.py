@@ -17,6 +17,7 @@ import yaml
 
 from kubechat.discovery.kube_store import KubernetesLeaseStore
 from kubechat.discovery.records import WorkerRecord
+from kubechat.load_failure import LoadFailureReport
 from kubechat.operator.controller import Controller, ControllerSettings
 from kubechat.operator.kube import Cluster
 
@@ -185,11 +186,17 @@ def test_ready_pod_with_a_stale_lease_is_replaced(api) -> None:
     Cluster(api).delete_workers("default", "stale")
 
 
-GPU_TOO_SMALL = (
-    "INFO loading /models/big\nkubechat worker: model load failed: /models/big: the model's "
-    "weights need 24.7 GiB in float16 but 1 GPU(s) capped at 20.0 GiB each (--max-gpu-memory "
-    "20GiB, 20.0 GiB in all) hold only 19.9 GiB of them"
-)
+# termination messages as a worker writes them (kubechat/load_failure.py)
+GPU_TOO_SMALL = LoadFailureReport(
+    "InsufficientGpuMemory",
+    "/models/big: the model's weights need 24.7 GiB in float16 but 1 GPU(s) capped at 20.0 GiB "
+    "each (--max-gpu-memory 20GiB, 20.0 GiB in all) hold only 19.9 GiB of them",
+).to_text()
+REMOTE_CODE_BROKEN = LoadFailureReport(
+    "RemoteCodeIncompatible",
+    "could not load the tokenizer of /models/baichuan: TypeError: 'property' object cannot be "
+    "interpreted as an integer (tokenization_baichuan.py, line 91, in get_vocab: ...)",
+).to_text()
 
 
 @pytest.mark.parametrize(
@@ -207,6 +214,12 @@ GPU_TOO_SMALL = (
             {"exitCode": 1, "reason": "Error", "message": GPU_TOO_SMALL},
             "InsufficientGpuMemory",
             "GPU(s) capped at 20.0 GiB",
+        ),
+        (
+            "remote-code",
+            {"exitCode": 1, "reason": "Error", "message": REMOTE_CODE_BROKEN},
+            "RemoteCodeIncompatible",
+            "tokenization_baichuan.py, line 91",
         ),
     ],
 )

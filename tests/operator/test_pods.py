@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from kubechat.discovery.records import WorkerRecord
+from kubechat.load_failure import TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH
 from kubechat.manifests import load_manifests
 from kubechat.operator.pods import PodSettings, pod_name, render_pod
 from kubechat.plan import plan_deployment
@@ -44,7 +45,10 @@ def test_pod_has_what_a_gpu_worker_needs() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["failureThreshold"] * 10 >= 3600
-    # the log tail is the termination message: ModelLoadFailed then says why the worker exited
+    # the worker writes why it failed to the termination-message file, at the path the pod
+    # gives it; one that dies without writing it leaves its log tail (FallbackToLogsOnError)
+    message_path = container["terminationMessagePath"]
+    assert env[TERMINATION_MESSAGE_ENV]["value"] == message_path == TERMINATION_MESSAGE_PATH
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     claims = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert claims and claims[0]["persistentVolumeClaim"]["readOnly"] is True

@@ -16,6 +16,12 @@ With ``gpus=N`` the node has N ``nvidia.com/gpu``: a pod whose container asks fo
 unbound and Pending with ``PodScheduled`` False (``Unschedulable``), as the scheduler leaves it;
 by default GPU requests are ignored.
 
+A container's ``terminationMessagePath`` (default ``/dev/termination-log``) is a fresh empty
+file of its own at every start, written over that path in args and env values as a mount would
+be; when the process exits, the file's content (at most 4096 bytes) becomes
+``lastState.terminated.message``, or with ``terminationMessagePolicy: FallbackToLogsOnError``,
+when the file is empty and the exit code is not 0, the log's last 80 lines (at most 2048 bytes).
+
 Differences from a kubelet: only the first container runs; images are ignored (``python`` in a
 command means this interpreter); volumes are not mounted (``path_map`` rewrites path prefixes
 in args and env values instead); liveness probes and init containers are ignored.
@@ -47,6 +53,8 @@ import kubernetes
 log = logging.getLogger(__name__)
 LOCAL_IP = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # the kubelet's default
+MESSAGE_BYTES, TAIL_LINES, TAIL_BYTES = 4096, 80, 2048  # what the kubelet keeps
 
 
 def free_port() -> int:
@@ -71,6 +79,7 @@ class _Container:
         self.start_time = _now()
         self.container = self.spec["containers"][0]
         self.port, self.log_path = port, log_path
+        self.message_path = log_path.with_suffix(".termination-log")  # terminationMessagePath
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = ""
         self.restarts = 0
@@ -303,7 +312,8 @@ class PodRunner:
         argv = [
             _expand(part, env) for part in (spec.get("command") or []) + (spec.get("args") or [])
         ]
-        argv = self._rewrite(_with_port(argv, container.port))
+        argv = self._rewrite(_with_port(argv, container.port), container)
+        container.message_path.write_bytes(b"")  # a new container's own, empty file
         if not argv:
             container.finished = True
             container.last_exit = {"exitCode": 128, "reason": "NoCommand", "finishedAt": _now()}
@@ -335,6 +345,15 @@ class PodRunner:
                 return
         container.started_at, container.ready = _now(), False
 
+    def _termination_message(self, container: _Container, exit_code: int) -> str:
+        """The termination message of the run that just ended, as the kubelet makes it."""
+        text = container.message_path.read_bytes()[:MESSAGE_BYTES].decode(errors="replace")
+        fallback = container.container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        if text or not fallback or exit_code == 0 or not container.log_path.exists():
+            return text
+        lines = container.log_path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+        return "\n".join(lines).encode()[-TAIL_BYTES:].decode(errors="ignore")
+
     def _environment(self, container: _Container, pod: dict[str, Any]) -> dict[str, str]:
         env = dict(os.environ) | self.extra_env
         fields = {
@@ -360,13 +379,16 @@ class PodRunner:
             else:
                 log.warning("pod %s: env %s not resolved (%s)", container.name, item["name"], item)
         env["KUBECHAT_PORT"] = str(container.port)
-        return {key: self._rewrite([value])[0] for key, value in env.items()}
+        return {key: self._rewrite([value], container)[0] for key, value in env.items()}
 
-    def _rewrite(self, values: list[str]) -> list[str]:
-        """Map container paths (e.g. /models) to local folders, as a volume mount would."""
+    def _rewrite(self, values: list[str], container: _Container) -> list[str]:
+        """Map container paths (e.g. /models) to local folders, as a volume mount would, and
+        the container's termination-message path to its file."""
+        message = container.container.get("terminationMessagePath") or TERMINATION_MESSAGE_PATH
+        mounts = {**self.path_map, message: str(container.message_path)}
         result = []
         for value in values:
-            for prefix, local in self.path_map.items():
+            for prefix, local in mounts.items():
                 if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
                     value = local + value[len(prefix) :]
                     break
@@ -436,6 +458,8 @@ class PodRunner:
                 "startedAt": container.started_at,
                 "finishedAt": _now(),
             }
+            if message := self._termination_message(container, exit_code):
+                container.last_exit["message"] = message
             container.ready = False
             policy = container.spec.get("restartPolicy", "Always")
             if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
