@@ -1,10 +1,11 @@
-"""The gateway's two completion endpoints: read the body, route it to a live worker, relay back.
+"""The gateway's model endpoints (chat and text completions, embeddings): read the body, route
+it to a live worker, relay back.
 
 They are plain ASGI apps on the app's router rather than FastAPI operations: FastAPI's per-request
 machinery (the request/response wrappers, dependency solving, body parsing and its second
 validation pass) cost about a quarter of the gateway's CPU per request, and every request of the
 API goes through here. The body gets the same checks a FastAPI body parameter makes
-(``request_body.parse_body``), and the app's OpenAPI schema still documents both endpoints
+(``request_body.parse_body``), and the app's OpenAPI schema still documents the endpoints
 (``openapi_docs.document_endpoints``).
 """
 
@@ -23,7 +24,7 @@ from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyTooLarge
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, error_response, model_not_found
-from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest
+from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, Upstream
 
@@ -51,6 +52,11 @@ COMPLETIONS = {
         "completions",
         CompletionRequest,
         "OpenAI completions, routed to a live worker serving `model`",
+    ),
+    "/v1/embeddings": Completion(
+        "embeddings",
+        EmbeddingRequest,
+        "OpenAI embeddings, routed to a live worker serving the embedding model `model`",
     ),
 }
 _PASS_HEADERS = ("content-type", "accept", "openai-organization", "x-request-id")
@@ -107,7 +113,7 @@ class CompletionsEndpoint:
         _check_known(self.view, model)
         # labelled only once known: a made-up name (a 404) must not create a metric series
         request.state.model = model
-        stream: bool = parsed.stream  # type: ignore[attr-defined]
+        stream: bool = getattr(parsed, "stream", False)  # embeddings are never streamed
         router = self.router
         send = self.upstream().send(
             model=model,

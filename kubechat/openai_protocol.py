@@ -1,4 +1,4 @@
-"""OpenAI request and response types (chat completions, completions, models).
+"""OpenAI request and response types (chat completions, completions, embeddings, models).
 
 The worker serves them and the gateway checks requests against them before routing, so both
 answer a malformed request with the same 400. Field bounds follow OpenAI's documented ranges;
@@ -176,6 +176,42 @@ class CompletionRequest(SamplingFields):
         if p and all(isinstance(x, int) for x in p):
             return [list(p)]  # one tokenized prompt
         return list(p)  # list of strings or list of token lists
+
+
+TokenIds = Annotated[list[int], Field(min_length=1)]
+EmbeddingInput = (
+    Text
+    | Annotated[list[Text], Field(min_length=1, max_length=2048)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
+)
+
+
+class EmbeddingRequest(_Lenient):
+    """POST /v1/embeddings."""
+
+    model: str = Field(min_length=1)
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: Text | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _no_empty_text(cls, value: EmbeddingInput) -> EmbeddingInput:
+        texts = [value] if isinstance(value, str) else value
+        if any(isinstance(t, str) and not t for t in texts):
+            raise ValueError("input must not contain empty strings")
+        return value
+
+    def inputs(self) -> list[str | list[int]]:
+        """The input as a list of inputs: each a string or a list of token ids."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if all(isinstance(x, int) for x in value):
+            return [list(value)]  # one tokenized input
+        return list(value)
 
 
 class Usage(BaseModel):

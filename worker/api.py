@@ -21,8 +21,14 @@ from kubechat.openai_errors import (
     unavailable,
     validation_error,
 )
-from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, model_list
+from kubechat.openai_protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    model_list,
+)
 
+from .embedding_serving import EmbeddingServing, completions_refused, embeddings_refused
 from .response_metrics import CLIENT_GONE, CountResponses, StreamOutcome, label_model, report_status
 from .serving import Serving
 from .state import WorkerState
@@ -111,6 +117,22 @@ def create_app(
         """OpenAI completions, streamed or not."""
         return await _serve(request, "completions", body, lambda s: s.prepare_completion(body))
 
+    @app.post("/v1/embeddings", response_model=None)
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+        """OpenAI embeddings, from a worker serving an embedding model."""
+        if body.model in state.model_names:
+            label_model(request.scope, body.model)
+        embedding = _embedding(state, body.model)
+        inputs = embedding.token_ids(body)
+        slot = embedding.admission.acquire(1)
+        try:
+            result = await until_disconnect(embedding.create(body, inputs), request.is_disconnected)
+        finally:
+            slot.release()
+        if result is None:  # client went away; its inputs not yet run were dropped
+            return PlainTextResponse("client disconnected", status_code=CLIENT_GONE)
+        return JSONResponse(result)
+
     async def _serve(request: Request, endpoint: str, body: Any, prepare: Callable) -> Response:
         model = body.model
         if model in state.model_names:
@@ -175,8 +197,21 @@ class ClosingStream(StreamingResponse):
 
 
 def _serving(state: WorkerState) -> Serving:
+    _check_loaded(state)
+    if state.serving is None:
+        raise completions_refused(state.model_names)
+    return state.serving
+
+
+def _embedding(state: WorkerState, model: str) -> EmbeddingServing:
+    _check_loaded(state)
+    if state.embedding is None:
+        raise embeddings_refused(model, state.model_names)
+    return state.embedding
+
+
+def _check_loaded(state: WorkerState) -> None:
     if state.draining:
         raise unavailable("worker is shutting down; send the request elsewhere", code="draining")
-    if state.serving is None:
+    if state.runtime is None:
         raise unavailable("model is still loading", retry_after=5, code="loading")
-    return state.serving

@@ -13,7 +13,10 @@ Every step of the loop (on one background thread):
    leave it at once (their cache rows are dropped and unused leading columns cut).
 
 Tokens are picked per request (``sampling.pick_token``: penalties, temperature, top-k, top-p,
-its own seeded generator); rows that are plain greedy take one vectorised arg-max.
+its own seeded generator); rows that are plain greedy take one vectorised arg-max. Rows that ask
+for logprobs get them from the same step's logits (one log-softmax over those rows); a cohort
+with a request for its prompt's logprobs is prefilled keeping every position's logits, so prompt
+scoring (``echo`` with ``max_tokens: 0``) runs inside the batch too.
 
 Checkpoints whose forward ignores the attention mask or keeps another kind of cache are found by
 a probe at start (batched greedy output of prompts of different lengths compared with the model
@@ -38,10 +41,11 @@ from .engine import (
     GenerationRequest,
     SamplingParams,
     Step,
+    TokenLogprob,
     queued_steps,
 )
 from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
-from .sampling import new_generator, pick_token
+from .sampling import new_generator, pick_token, token_logprobs
 from .serial_engine import SerialEngine, cache_argument, output_cache
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ class _Seq:
     seen: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
     done: bool = False
+    #: the prompt's logprobs, filled chunk by chunk while prefilling (when asked for)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
     @property
     def reserved(self) -> int:
@@ -290,7 +296,7 @@ class BatchingEngine(Engine):
             await steps.aclose()  # closing this iterator must cancel the inner one now
 
     async def _generate_batched(self, request: GenerationRequest) -> AsyncIterator[Step]:
-        if request.max_new_tokens <= 0:
+        if request.max_new_tokens <= 0 and request.prompt_logprobs is None:
             yield Step(None, "length")
             return
         seq = _Seq(request, asyncio.get_running_loop(), asyncio.Queue())
@@ -390,6 +396,8 @@ class BatchingEngine(Engine):
             ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
             mask[row, longest - len(prompt) :] = 1
             seq.seen = list(prompt)
+            if seq.request.prompt_logprobs is not None:
+                seq.prompt_logprobs = [None]  # nothing predicts the first token
             params = seq.request.sampling
             seq.generator = None if params.greedy else new_generator(params, self._device)
         self._cohort = _Cohort(chosen, ids.to(self._device), mask.to(self._device))
@@ -400,17 +408,20 @@ class BatchingEngine(Engine):
         start = cohort.done_columns
         end = min(width, start + max(1, self._chunk_tokens // rows))
         mask = cohort.mask[:, :end]
+        scoring = any(s.prompt_logprobs is not None for s in cohort.seqs)
         try:
             out = self._model(
                 input_ids=cohort.ids[:, start:end],
                 attention_mask=mask,
                 position_ids=positions(mask, end - start),
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=0 if scoring else 1,  # 0: every position's
                 **{self._cache_arg: cohort.cache},
             )
             cohort.cache = check_cache(output_cache(out))
             use_growing_layers(cohort.cache)
+            if scoring:
+                self._score_prompts(cohort, out.logits, start, end)
         except Exception as exc:
             # the newcomers' own cache is the only state touched: they fail, the running
             # batch decodes on (a prompt too long for the memory left must not end every stream)
@@ -422,8 +433,10 @@ class BatchingEngine(Engine):
         if end < width:
             return
         self._cohort = None
-        tokens = self._pick(out.logits[:, -1], cohort.seqs)
-        live = [i for i, seq in enumerate(cohort.seqs) if self._emit(seq, tokens[i])]
+        logits = out.logits[:, -1]
+        tokens = self._pick(logits, cohort.seqs)
+        logprobs = self._logprobs(logits, cohort.seqs, tokens)
+        live = [i for i, seq in enumerate(cohort.seqs) if self._emit(seq, tokens[i], logprobs[i])]
         if not live:
             return
         mask = cohort.mask
@@ -450,10 +463,46 @@ class BatchingEngine(Engine):
             **{self._cache_arg: self._cache},
         )
         self._cache = check_cache(output_cache(out))
-        tokens = self._pick(out.logits[:, -1], self._running)
+        logits = out.logits[:, -1]
+        tokens = self._pick(logits, self._running)
+        logprobs = self._logprobs(logits, self._running, tokens)
         self._last = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self._device)
-        live = [i for i, seq in enumerate(self._running) if self._emit(seq, tokens[i])]
+        live = [i for i, seq in enumerate(self._running) if self._emit(seq, tokens[i], logprobs[i])]
         self._keep(live)
+
+    def _score_prompts(self, cohort: _Cohort, logits: torch.Tensor, start: int, end: int) -> None:
+        """Add the logprobs of the prompt tokens that columns ``start..end`` predict (column
+        ``c`` predicts the token in column ``c + 1``) to the rows that asked for them."""
+        width = cohort.ids.shape[1]
+        for row, seq in enumerate(cohort.seqs):
+            if seq.prompt_logprobs is None:
+                continue
+            first = width - len(seq.request.prompt_ids)  # the row's first real column
+            lo, hi = max(start, first), min(end, width - 1)
+            if lo >= hi:
+                continue
+            targets = cohort.ids[row, lo + 1 : hi + 1].tolist()
+            top = seq.request.prompt_logprobs
+            seq.prompt_logprobs.extend(
+                token_logprobs(logits[row, lo - start : hi - start], targets, [top] * len(targets))
+            )
+
+    def _logprobs(
+        self, logits: torch.Tensor, seqs: list[_Seq], tokens: list[int]
+    ) -> list[TokenLogprob | None]:
+        """The picked tokens' logprobs for the rows that asked for them (None for the others),
+        from one log-softmax over those rows."""
+        rows = [i for i, seq in enumerate(seqs) if seq.request.logprobs is not None]
+        out: list[TokenLogprob | None] = [None] * len(seqs)
+        if not rows:
+            return out
+        picked = logits[rows] if len(rows) < len(seqs) else logits
+        found = token_logprobs(
+            picked, [tokens[i] for i in rows], [seqs[i].request.logprobs or 0 for i in rows]
+        )
+        for i, value in zip(rows, found, strict=True):
+            out[i] = value
+        return out
 
     def _pick(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
         """One token per row: one arg-max for the plain greedy rows, ``pick_token`` for others."""
@@ -465,18 +514,25 @@ class BatchingEngine(Engine):
                 )
         return tokens
 
-    def _emit(self, seq: _Seq, token: int) -> bool:
+    def _emit(self, seq: _Seq, token: int, logprob: TokenLogprob | None = None) -> bool:
         """Send one token to its stream; False when the sequence is over."""
         if seq.cancelled.is_set():
             return False
         request = seq.request
+        first: dict = {}
+        if seq.prompt_logprobs is not None:  # the sequence's first step carries them
+            first["prompt_logprobs"] = tuple(seq.prompt_logprobs)
+            seq.prompt_logprobs = None
+        if request.max_new_tokens <= 0:  # the prompt scored, nothing generated
+            self._outbox.put(seq, Step(None, "length", **first))
+            return False
         if token in request.stop_token_ids:
-            self._outbox.put(seq, Step(None, "stop"))
+            self._outbox.put(seq, Step(None, "stop", **first))
             return False
         seq.generated.append(token)
         seq.seen.append(token)
         last = len(seq.generated) >= request.max_new_tokens
-        self._outbox.put(seq, Step(token, "length" if last else None))
+        self._outbox.put(seq, Step(token, "length" if last else None, logprob, **first))
         return not last
 
     def _fail(self, seqs: list[_Seq], exc: BaseException) -> None:

@@ -275,7 +275,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First signal: drain, then exit; later signals (or before loading ends): exit now."""
-        if self._draining or self._loop is None or self._state.serving is None:
+        if self._draining or self._loop is None or self._state.runtime is None:
             super().handle_exit(sig, frame)
             return
         self._draining = True

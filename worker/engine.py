@@ -35,13 +35,32 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
-    """One sequence to generate."""
+    """One sequence to generate.
+
+    ``logprobs`` asks for each generated token's log-probability and its ``logprobs`` most
+    likely alternatives; ``prompt_logprobs`` the same for the prompt's tokens (the first has none:
+    nothing predicts it). Both are None when not wanted. With ``prompt_logprobs`` set,
+    ``max_new_tokens`` may be 0: the prompt is scored and nothing generated.
+    """
 
     prompt_ids: list[int]
     max_new_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_token_ids: frozenset[int] = frozenset()
     request_id: str = ""
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token's log-probability under the model (log-softmax of its logits, before penalties,
+    temperature, top-k/top-p or a grammar touch them) and the most likely tokens' at that
+    position, most likely first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,10 +68,14 @@ class Step:
     """One generated token; ``finish_reason`` is set on the last step ("stop" or "length").
 
     A stop token ends the sequence with ``token_id`` None: it is never part of the output.
+    ``logprob`` is the token's when the request asked for logprobs; the sequence's first step
+    carries ``prompt_logprobs`` when the request asked for those (None for the first token).
     """
 
     token_id: int | None
     finish_reason: str | None = None
+    logprob: TokenLogprob | None = None
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,15 +91,12 @@ class EngineError(RuntimeError):
     """The engine failed while generating (answered as HTTP 500 with the message)."""
 
 
-class Engine(abc.ABC):
-    """A generation engine: one model, many concurrent requests."""
+class Runner(abc.ABC):
+    """What the worker's life needs of whatever runs its model: start, stop, load figures.
+    A generation :class:`Engine` is one; an embedding model's runner another."""
 
-    #: which generation path this engine takes, reported in logs and metrics
+    #: which path the model runs on, reported in logs and metrics
     path: str = "unknown"
-
-    @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
-        """Stream the steps of one request; closing the iterator cancels it."""
 
     @abc.abstractmethod
     def stats(self) -> EngineStats:
@@ -89,6 +109,14 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop background work; pending requests end with an error."""
+
+
+class Engine(Runner):
+    """A generation engine: one model, many concurrent requests."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
+        """Stream the steps of one request; closing the iterator cancels it."""
 
 
 #: put on a request's queue by an engine thread when the request is over

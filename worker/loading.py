@@ -130,8 +130,10 @@ def parse_dtype(text: str) -> torch.dtype | None:
         ) from None
 
 
-def load_model(options: LoadOptions) -> LoadedModel:
+def load_model(options: LoadOptions, *, auto_class: str = "AutoModelForCausalLM") -> LoadedModel:
     """Load the model and tokenizer ``options`` describe, in eval mode without gradients.
+    ``auto_class`` is the transformers class that loads the weights (``AutoModel`` for an
+    embedding model: its hidden states, no language-model head).
 
     Raises ModelLoadError for a missing path, a checkpoint needing ``trust_remote_code``, an
     unknown dtype or device, missing GPUs, weights that do not fit under the GPU caps, and
@@ -178,7 +180,9 @@ def load_model(options: LoadOptions) -> LoadedModel:
     model = _call(
         "load the weights of",
         source,
-        lambda: _auto_model(source, files, options.trust_remote_code, config, dtype, load_kwargs),
+        lambda: _auto_model(
+            source, files, options.trust_remote_code, config, dtype, load_kwargs, auto_class
+        ),
     )
     model.eval()
     model.requires_grad_(False)
@@ -409,10 +413,11 @@ def _auto_model(
     config: Any,
     dtype: torch.dtype,
     extra: dict[str, Any],
+    auto_class: str = "AutoModelForCausalLM",
 ) -> Any:
-    from transformers import AutoModelForCausalLM
+    import transformers
 
-    return AutoModelForCausalLM.from_pretrained(
+    return getattr(transformers, auto_class).from_pretrained(
         source, trust_remote_code=trust, config=config, dtype=dtype, **files, **extra
     )
 

@@ -12,8 +12,10 @@ from kubechat.defaults import WORKER_LIMIT_CONCURRENCY
 from kubechat.demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
 
 from .batching_engine import BatchingEngine
+from .embedding_model import Embedder, EmbeddingLayoutError, Pooling, embedding_layout
+from .embedding_serving import EmbeddingRuntime
 from .engine import Engine
-from .loading import LoadedModel, LoadOptions, load_model
+from .loading import LoadedModel, LoadOptions, ModelLoadError, load_model
 from .placement import parse_memory
 from .serial_engine import SerialEngine
 from .serving import ModelRuntime
@@ -141,10 +143,17 @@ def _warn_if_small(budget: int | None, context_length: int, capacity: int) -> No
         )
 
 
-def build_runtime(options: RuntimeOptions) -> ModelRuntime:
-    """Load the model and wrap it for serving (runs off the event loop)."""
+def build_runtime(options: RuntimeOptions) -> ModelRuntime | EmbeddingRuntime:
+    """Load the model and wrap it for serving (runs off the event loop): an embedding runtime
+    for a checkpoint in sentence-transformers' layout, else a generation runtime."""
     load = options.load
     load.model_path = resolve_model_path(load.model_path)
+    try:
+        pooling = embedding_layout(load.model_path) if Path(load.model_path).is_dir() else None
+    except (EmbeddingLayoutError, OSError, ValueError) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    if pooling is not None:
+        return build_embedding_runtime(options, pooling)
     loaded = load_model(load)
     template = resolve_template(
         options.conv_template, loaded.tokenizer, loaded.generation_config, model=loaded.model
@@ -158,4 +167,27 @@ def build_runtime(options: RuntimeOptions) -> ModelRuntime:
         context_length=loaded.context_length,
         eos_token_ids=set(loaded.eos_token_ids),
         defaults=dict(loaded.generation_defaults),
+    )
+
+
+def build_embedding_runtime(options: RuntimeOptions, pooling: Pooling) -> EmbeddingRuntime:
+    """Load a sentence-transformers checkpoint (its transformer, without a head) for
+    ``/v1/embeddings``; ``pooling`` is what :func:`embedding_layout` read from it."""
+    loaded = load_model(options.load, auto_class="AutoModel")
+    limit = loaded.context_length
+    if pooling.max_tokens:
+        limit = min(limit, pooling.max_tokens)
+    log.info("embedding model: %s; placement: %s", pooling, loaded.placement)
+    pad = loaded.tokenizer.pad_token_id
+    return EmbeddingRuntime(
+        names=options.model_names,
+        tokenizer=loaded.tokenizer,
+        engine=Embedder(
+            loaded.model,
+            loaded.device,
+            pooling,
+            pad_token_id=pad if pad is not None else 0,
+            capacity=options.limit_concurrency,
+        ),
+        context_length=limit,
     )

@@ -1,4 +1,5 @@
-"""Choosing the next token from logits, per request: penalties, temperature, top-k, top-p, seed.
+"""Choosing the next token from logits, per request: penalties, temperature, top-k, top-p, seed;
+and the log-probabilities a request asks for, from the same logits before any of those.
 
 Works on a batch of rows with each row's own parameters, so a one-at-a-time engine and a batching
 engine pick tokens the same way. The processing order matches Hugging Face ``generate`` (repetition
@@ -7,9 +8,11 @@ penalty, then temperature, top-k, top-p), so greedy output equals HF's token for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from .engine import SamplingParams
+from .engine import SamplingParams, TokenLogprob
 
 
 def new_generator(params: SamplingParams, device: torch.device | str = "cpu") -> torch.Generator:
@@ -64,3 +67,38 @@ def pick_token(
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: Sequence[int], tops: Sequence[int]
+) -> list[TokenLogprob]:
+    """For each row of ``logits`` (shape ``[rows, vocab]``): the log-probability of its token in
+    ``tokens`` and of its ``tops[row]`` most likely tokens, from the log-softmax of the logits as
+    the model gave them (OpenAI's logprobs: before penalties, temperature or top-k/top-p)."""
+    logprobs = logits.float().log_softmax(dim=-1)
+    index = torch.tensor(list(tokens), dtype=torch.long, device=logits.device).unsqueeze(1)
+    chosen = logprobs.gather(1, index).squeeze(1).tolist()
+    most = min(max(tops, default=0), logprobs.shape[-1])
+    best_values: list[list[float]] = [[] for _ in chosen]
+    best_ids: list[list[int]] = [[] for _ in chosen]
+    if most > 0:
+        values, ids = logprobs.topk(most, dim=-1)
+        best_values, best_ids = values.tolist(), ids.tolist()
+    return [
+        TokenLogprob(
+            token,
+            chosen[row],
+            tuple(zip(best_ids[row][: tops[row]], best_values[row][: tops[row]], strict=True)),
+        )
+        for row, token in enumerate(tokens)
+    ]
+
+
+def prompt_logprobs(
+    logits: torch.Tensor, prompt_ids: Sequence[int], top: int
+) -> tuple[TokenLogprob | None, ...]:
+    """The logprobs of a prompt's tokens from the logits of every prompt position but the last
+    (``[len(prompt_ids) - 1, vocab]``: position ``t`` predicts token ``t + 1``); the first token
+    has None, as nothing predicts it."""
+    rest = list(prompt_ids[1:])
+    return (None, *token_logprobs(logits, rest, [top] * len(rest)))

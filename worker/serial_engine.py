@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_steps
-from .sampling import new_generator, pick_token
+from .sampling import new_generator, pick_token, prompt_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,30 @@ class SerialEngine(Engine):
         generated: list[int] = []
         input_ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self._device)
         past = None
-        for i in range(req.max_new_tokens):
+        first: dict = {}  # what the first step carries besides its token (prompt logprobs)
+        for i in range(max(1, req.max_new_tokens)):
             if job.cancelled.is_set():
                 return
             out = self._model(input_ids=input_ids, use_cache=True, **{self._cache_arg: past})
             past = output_cache(out)
-            token = pick_token(out.logits[0, -1], params, generator, seen, generated)
-            if token in req.stop_token_ids:
-                job.emit(Step(None, "stop"))
+            if i == 0 and req.prompt_logprobs is not None:
+                first["prompt_logprobs"] = prompt_logprobs(
+                    out.logits[0, :-1], req.prompt_ids, req.prompt_logprobs
+                )
+            if req.max_new_tokens <= 0:  # the prompt scored, nothing generated
+                job.emit(Step(None, "length", **first))
                 return
+            logits = out.logits[0, -1]
+            token = pick_token(logits, params, generator, seen, generated)
+            if token in req.stop_token_ids:
+                job.emit(Step(None, "stop", **first))
+                return
+            logprob = None
+            if req.logprobs is not None:
+                logprob = token_logprobs(logits[None], [token], [req.logprobs])[0]
             generated.append(token)
             seen.append(token)
             last = i == req.max_new_tokens - 1
-            job.emit(Step(token, "length" if last else None))
+            job.emit(Step(token, "length" if last else None, logprob, **first))
+            first = {}
             input_ids = torch.tensor([[token]], dtype=torch.long, device=self._device)

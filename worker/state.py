@@ -22,6 +22,7 @@ from kubechat.discovery.records import WorkerRecord
 from kubechat.load_failure import LoadFailureReport
 
 from .admission import Admission
+from .embedding_serving import EmbeddingRuntime, EmbeddingServing
 from .loading import ModelLoadError
 from .metrics import WorkerMetrics
 from .remote_code import remote_code_failure, where_raised
@@ -63,7 +64,7 @@ class WorkerState:
     def __init__(
         self,
         model_names: list[str],
-        load: Callable[[], ModelRuntime],
+        load: Callable[[], ModelRuntime | EmbeddingRuntime],
         *,
         limit_concurrency: int = WORKER_LIMIT_CONCURRENCY,
         stream_interval: int = 1,
@@ -76,8 +77,9 @@ class WorkerState:
         self.model_names = list(model_names)
         self.metrics = WorkerMetrics()
         self.admission = Admission(limit_concurrency)
-        self.serving: Serving | None = None
-        self.runtime: ModelRuntime | None = None
+        self.serving: Serving | None = None  # a generative model's endpoints, once loaded
+        self.embedding: EmbeddingServing | None = None  # an embedding model's, once loaded
+        self.runtime: ModelRuntime | EmbeddingRuntime | None = None
         self.draining = False
         self.load_error: LoadFailureReport | None = None
         self._load = load
@@ -112,7 +114,7 @@ class WorkerState:
             deployment=self.identity.deployment,
             models=tuple(self.model_names),
             address=self.identity.address,
-            ready=self.serving is not None,
+            ready=self.runtime is not None,
             draining=self.draining,
             in_flight=self.admission.in_flight,
             queued=stats.queued if stats else 0,
@@ -150,7 +152,10 @@ class WorkerState:
         self.runtime = runtime
         if runtime.names:
             self.model_names = list(runtime.names)
-        self.serving = Serving(runtime, self.admission, self.metrics, self._stream_interval)
+        if isinstance(runtime, EmbeddingRuntime):
+            self.embedding = EmbeddingServing(runtime, self.admission, self.metrics)
+        else:
+            self.serving = Serving(runtime, self.admission, self.metrics, self._stream_interval)
         self.metrics.engine_path.labels(runtime.engine.path).set(1)
         if self.heartbeat is not None:
             # routable as soon as ready: readiness below implies the gateway can see us
