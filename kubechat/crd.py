@@ -51,6 +51,12 @@ PRINTER_COLUMNS = [
         "jsonPath": ".spec.replicas",
     },
     {
+        "name": "Desired",
+        "type": "integer",
+        "description": "Workers the operator aims at (the autoscaler's decision when set).",
+        "jsonPath": ".status.desiredReplicas",
+    },
+    {
         "name": "Ready",
         "type": "integer",
         "description": "Workers that are ready with a fresh heartbeat.",

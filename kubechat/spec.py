@@ -341,6 +341,42 @@ class SchedulingSpec(_Strict):
     )
 
 
+class AutoscalingSpec(_Strict):
+    """``spec.autoscaling``: replicas follow the load the workers report in their leases."""
+
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        alias="minReplicas",
+        description="Fewest workers. 0 lets an idle deployment stop every worker: the next "
+        "request waits in the gateway while one starts.",
+    )
+    max_replicas: int = Field(
+        ge=1, alias="maxReplicas", description="Most workers, at least minReplicas."
+    )
+    target_requests: int = Field(
+        default=16,
+        ge=1,
+        alias="targetRequests",
+        description="Requests per worker (in flight plus queued, averaged over windowSeconds) "
+        "the autoscaler aims at: replicas = ceil(average load / targetRequests).",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        alias="scaleDownDelaySeconds",
+        description="Seconds the load must keep asking for fewer workers before one is "
+        "removed (the least loaded, after its requests finish). Scaling up is immediate.",
+    )
+    window_seconds: int = Field(
+        default=60,
+        ge=1,
+        alias="windowSeconds",
+        description="Time constant of the load average: a short burst counts for less than "
+        "load that lasts.",
+    )
+
+
 class ModelDeploymentSpec(_Strict):
     """``spec``: the desired state."""
 
@@ -353,13 +389,21 @@ class ModelDeploymentSpec(_Strict):
         default_factory=ResourcesSpec, description="What each replica gets."
     )
     replicas: int = Field(
-        default=1, ge=0, description="Number of workers; also settable with kubectl scale."
+        default=1,
+        ge=0,
+        description="Number of workers; also settable with kubectl scale. Ignored while "
+        "autoscaling is set (an Event says so).",
     )
     worker: WorkerSpec = Field(
         default_factory=WorkerSpec, description="Serving settings of each worker."
     )
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec, description="Where worker pods may run, as in a Pod spec."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Scale the workers with their load, down to zero when minReplicas is 0; "
+        "replaces replicas while set (status.desiredReplicas shows the decision).",
     )
 
 
@@ -524,6 +568,15 @@ def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
             problems.append(
                 (f"spec.resources.{field}", f"must be at least {what} ({request}), got {limit}")
             )
+    scaling = md.spec.autoscaling
+    if scaling is not None and scaling.min_replicas > scaling.max_replicas:
+        problems.append(
+            (
+                "spec.autoscaling.maxReplicas",
+                f"must be at least minReplicas ({scaling.min_replicas}), "
+                f"got {scaling.max_replicas}",
+            )
+        )
     for i, toleration in enumerate(md.spec.scheduling.tolerations or []):
         where = f"spec.scheduling.tolerations[{i}]"
         if toleration.operator == "Exists" and toleration.value:

@@ -71,6 +71,43 @@ class Condition(_Status):
     )
 
 
+class AutoscalingStatus(_Status):
+    """``status.autoscaling``: what the autoscaler's next decision starts from (so a restarted
+    operator continues where the last one stopped)."""
+
+    average_load: float | None = Field(
+        None,
+        alias="averageLoad",
+        description="Requests in flight plus queued over all workers, averaged over the "
+        "spec's windowSeconds.",
+    )
+    last_sample_time: str | None = Field(
+        None,
+        alias="lastSampleTime",
+        description="When averageLoad was computed.",
+        json_schema_extra=_TIMESTAMP,
+    )
+    last_scale_time: str | None = Field(
+        None,
+        alias="lastScaleTime",
+        description="When desiredReplicas last changed.",
+        json_schema_extra=_TIMESTAMP,
+    )
+    below_since: str | None = Field(
+        None,
+        alias="belowSince",
+        description="Since when the load has asked for fewer workers than desiredReplicas "
+        "(a scale-down waits scaleDownDelaySeconds from here); absent when it has not.",
+        json_schema_extra=_TIMESTAMP,
+    )
+    spec_replicas: int | None = Field(
+        None,
+        alias="specReplicas",
+        description="spec.replicas as last seen: a change (kubectl scale) is reported with a "
+        "ReplicasIgnored Event.",
+    )
+
+
 WorkerItem = Annotated[
     WorkerStatus, Field(description="One worker as its pod and heartbeat Lease report it.")
 ]
@@ -97,6 +134,15 @@ class ModelDeploymentStatus(_Status):
         None,
         alias="readyReplicas",
         description="Workers whose pod is Ready and whose heartbeat Lease is fresh.",
+    )
+    desired_replicas: int | None = Field(
+        None,
+        alias="desiredReplicas",
+        description="Workers the operator aims at: spec.replicas, or the autoscaler's decision "
+        "while spec.autoscaling is set.",
+    )
+    autoscaling: AutoscalingStatus | None = Field(
+        None, description="The autoscaler's state; absent without spec.autoscaling."
     )
     selector: str | None = Field(
         None, description="Label selector of the worker pods, for the scale subresource."

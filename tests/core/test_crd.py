@@ -97,7 +97,7 @@ def test_status_and_scale_subresources(version):
 
 def test_printer_columns(version, schema):
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Model", "GPUs", "Replicas", "Ready", "Phase", "Age"]
+    assert list(columns) == ["Model", "GPUs", "Replicas", "Desired", "Ready", "Phase", "Age"]
     assert columns["Age"]["jsonPath"] == ".metadata.creationTimestamp"
     paths = {p for p, _ in walk(schema)}
     for column in columns.values():
