@@ -25,6 +25,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kubechat ./kubechat
 COPY worker ./worker
+COPY agent ./agent
 COPY gateway ./gateway
 COPY operator ./operator
 COPY ui ./ui

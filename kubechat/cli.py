@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo-model": ("kubechat.demo_model.command", "build the tiny demo chat model (no download)"),
     "worker": ("kubechat.worker.command", "serve one model with an OpenAI-compatible API"),
+    "agent": ("kubechat.agent.command", "the lease beside another engine's server (vLLM)"),
     "gateway": ("kubechat.gateway.command", "one OpenAI-compatible endpoint over live workers"),
     "up": ("kubechat.up", "run ModelDeployment files locally: workers, gateway, UI"),
     "operator": ("kubechat.operator.command", "kopf operator: ModelDeployments to worker pods"),

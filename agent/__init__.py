@@ -1,0 +1,1 @@
+"""The kubechat agent: the lease side of a worker whose engine is another server (vLLM)."""
