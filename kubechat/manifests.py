@@ -3,17 +3,31 @@
 Files may hold several documents (``---``) and ``kind: List`` wrappers; a directory means its
 ``.yaml``, ``.yml`` and ``.json`` files. Documents of other kinds are skipped with a warning. Every
 problem (file, document number counted from 1, field path) is collected and raised together.
+
+A relative ``spec.model.path`` is read from the folder of the file it is written in, not from the
+working directory: ``./my-model`` and ``../models/x`` always (they must exist), a bare name such
+as ``my-model`` when that folder holds it (otherwise it stays a hub id). A cluster has no such
+folder: there the spec refuses ``./`` and ``../`` paths (kubechat/spec.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .spec import GROUP, KIND, ModelDeployment, SpecError, parse_model_deployment
+from .spec import (
+    GROUP,
+    KIND,
+    ModelDeployment,
+    SpecError,
+    is_demo_model,
+    is_relative_path,
+    parse_model_deployment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +72,25 @@ def _is_ours(obj: dict) -> bool:
     return obj.get("kind") == KIND and api_version.split("/")[0] == GROUP
 
 
+def resolve_model_path(obj: dict, folder: Path) -> str | None:
+    """Make a relative ``spec.model.path`` of ``obj`` absolute against ``folder`` (in place),
+    when it is written relative (``./``, ``../``) or names something there. Returns the
+    problem when a ``./`` or ``../`` path names nothing; malformed objects are left to the spec."""
+    spec = obj.get("spec")
+    model = spec.get("model") if isinstance(spec, dict) else None
+    path = model.get("path") if isinstance(model, dict) else None
+    if not isinstance(path, str) or not path.strip() or is_demo_model(path):
+        return None
+    if os.path.isabs(path) or path.startswith("~"):
+        return None
+    target = Path(os.path.abspath(folder / path))
+    if target.exists():
+        model["path"] = str(target)
+    elif is_relative_path(path):
+        return f"spec.model.path: {path}: no such file or folder next to the manifest ({target})"
+    return None
+
+
 def load_manifests(paths: list[Path]) -> list[ModelDeployment]:
     """Every ModelDeployment in ``paths`` in order; raises ManifestError listing all problems."""
     problems: list[str] = []
@@ -82,6 +115,10 @@ def load_manifests(paths: list[Path]) -> list[ModelDeployment]:
                     continue
                 if not _is_ours(obj):
                     log.warning("%s: skipping %s %s", where, obj.get("apiVersion"), obj["kind"])
+                    continue
+                problem = resolve_model_path(obj, file.parent)
+                if problem is not None:
+                    problems.append(f"{where}: {problem}")
                     continue
                 try:
                     found.append((where, parse_model_deployment(obj)))

@@ -57,6 +57,12 @@ def is_demo_model(path: str) -> bool:
     return path.strip() == DEMO_MODEL_PATH
 
 
+def is_relative_path(path: str) -> bool:
+    """Whether ``path`` is written relative to a folder (``./model``, ``../models/x``): only a
+    manifest file gives it one, so ``kubechat up`` resolves it and a cluster refuses it."""
+    return path.strip().split("/", 1)[0] in (".", "..")
+
+
 class SpecError(ValueError):
     """An invalid ModelDeployment; ``errors`` holds ``(field path, message)`` pairs."""
 
@@ -155,7 +161,8 @@ class ModelSource(_Strict):
 
     path: Annotated[str, Field(min_length=1)] = Field(
         description="A hub id (baichuan-inc/Baichuan-13B-Chat), a directory (for example under the "
-        "storage mount: /models/my-model), or kubechat:demo for the built-in demo model."
+        "storage mount: /models/my-model), or kubechat:demo for the built-in demo model. A path "
+        "relative to the manifest's folder (./my-model) is for kubechat up; a cluster refuses it."
     )
     names: list[ModelName] | None = Field(
         default=None,
@@ -191,6 +198,18 @@ class ModelSource(_Strict):
             seen = [n for i, n in enumerate(self.names) if n in self.names[:i]]
             if seen:
                 raise ValueError(f"names: must be unique ({', '.join(sorted(set(seen)))} repeated)")
+        return self
+
+    @model_validator(mode="after")
+    def _no_relative_path(self) -> ModelSource:
+        # kubechat up turns ./x into an absolute path before validation (kubechat/manifests.py);
+        # what reaches here relative came without a folder, as in a cluster
+        if is_relative_path(self.path):
+            raise ValueError(
+                f"path: {self.path} is relative, and only kubechat up has a folder to read it "
+                "from (the manifest's): give an absolute path (on a volume, under "
+                "spec.storage.mountPath) or a hub id"
+            )
         return self
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .cli import UsageError
 from .defaults import DRAIN_GRACE
-from .demo_model.cache import DEMO_MODEL_PATH, ensure_demo_model
+from .demo_model.cache import DEMO_MODEL_PATH, cached_demo_model, ensure_demo_model
 from .local_runner import KUBECHAT, LocalRunner, Process
 from .manifests import ManifestError, load_manifests
 from .plan import plan_deployment
@@ -99,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no ModelDeployment found in " + ", ".join(map(str, args.files)))
     plans = [plan_deployment(md) for md in deployments]
     if any(DEMO_MODEL_PATH in w.args for plan in plans for w in plan.workers):
-        say("building the demo model (once; cached for later runs)")
-        ensure_demo_model(progress=True)
+        cached = cached_demo_model()
+        if cached is not None:
+            say(f"using the cached demo model at {cached}")
+        else:
+            say("building the demo model (once; cached for later runs)")
+            ensure_demo_model(progress=True)
 
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="kubechat-up-"))
     state_dir.mkdir(parents=True, exist_ok=True)

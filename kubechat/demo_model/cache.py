@@ -16,6 +16,16 @@ def demo_model_dir() -> Path:
     return Path(base) / "demo-model"
 
 
+def cached_demo_model() -> Path | None:
+    """The cache's demo model folder when a complete, current build is there; None when
+    :func:`ensure_demo_model` would build it."""
+    from .build import build_fingerprint, is_complete
+    from .train import TrainSettings
+
+    target = demo_model_dir()
+    return target if is_complete(target, build_fingerprint(TrainSettings())) else None
+
+
 def ensure_demo_model(progress: bool = True) -> Path:
     """Build the demo model into the cache unless a complete build is there; return its folder."""
     from .build import build_demo_model  # heavy (torch): only when asked

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from kubechat.manifests import ManifestError, load_manifests
+from kubechat.spec import SpecError, parse_model_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,7 +127,8 @@ def test_a_directory_means_its_manifest_files(tmp_path):
 
 def test_shipped_examples_load():
     # each example is a standalone choice (demo.yaml and demo-cluster.yaml both define "demo")
-    mds = {p.name: load_manifests([p])[0] for p in (REPO / "examples").glob("*.yaml")}
+    examples = [p for p in (REPO / "examples").glob("*.yaml") if p.name != "bad.yaml"]
+    mds = {p.name: load_manifests([p])[0] for p in examples}
     demo = mds["demo.yaml"]
     assert demo.spec.model.path == "kubechat:demo"
     assert demo.model_names == ["kubechat-demo"]
@@ -139,3 +144,79 @@ def test_shipped_examples_load():
     assert baichuan.spec.resources.max_gpu_memory == "20GiB"
     assert baichuan.spec.replicas == 1
     assert baichuan.spec.worker.limit_concurrency == 32
+
+
+def test_the_readme_invalid_manifest_example_is_what_kubechat_up_prints():
+    """README quotes ``examples/bad.yaml#1: ...`` as kubechat up's report: the command run from
+    the repository prints exactly that (after the CLI's prefix) on stderr and exits with 2."""
+    readme = (REPO / "README.md").read_text()
+    quoted = re.search(r"`(examples/bad\.yaml#\d+: [^`]+)`", readme)
+    assert quoted, "README no longer quotes examples/bad.yaml's error"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubechat.cli", "up", "examples/bad.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"kubechat up: error: {quoted.group(1)}\n"
+    assert proc.stdout == ""
+
+
+def with_path(path: str, name: str = "m") -> str:
+    return DEPLOYMENT.format(name=name).replace(f"org/{name}", path)
+
+
+def test_relative_model_paths_are_read_from_the_manifest_folder(tmp_path, monkeypatch):
+    """Not from the working directory: the same manifest means the same model from anywhere."""
+    folder = tmp_path / "deploy"
+    (folder / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "llama").mkdir(parents=True)
+    (folder / "smol.gguf").write_bytes(b"GGUF")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "tiny").mkdir(parents=True)  # a decoy where a cwd-relative reading would look
+    monkeypatch.chdir(elsewhere)
+    docs = [
+        with_path("./tiny", "a"),
+        with_path("tiny", "b"),
+        with_path("../models/llama", "c"),
+        with_path("smol.gguf", "d"),
+        with_path("org/not-here", "e"),  # nothing of that name beside the manifest: a hub id
+        with_path("kubechat:demo", "f"),
+        with_path(str(tmp_path / "models" / "llama"), "g"),
+    ]
+    manifest = write(folder, "models.yaml", "---\n".join(docs))
+    paths = [md.spec.model.path for md in load_manifests([Path("../deploy/models.yaml")])]
+    assert paths == [
+        str(folder / "tiny"),
+        str(folder / "tiny"),
+        str(tmp_path / "models" / "llama"),
+        str(folder / "smol.gguf"),
+        "org/not-here",
+        "kubechat:demo",
+        str(tmp_path / "models" / "llama"),
+    ]
+    assert manifest.exists()
+
+
+def test_a_relative_model_path_that_names_nothing_is_a_manifest_error(tmp_path):
+    path = write(tmp_path, "m.yaml", with_path("./missing"))
+    with pytest.raises(ManifestError) as info:
+        load_manifests([path])
+    assert info.value.problems == [
+        f"{path}#1: spec.model.path: ./missing: no such file or folder next to the manifest "
+        f"({tmp_path / 'missing'})"
+    ]
+
+
+@pytest.mark.parametrize("relative", ["./tiny", "../models/tiny", ".", "./"])
+def test_a_relative_model_path_without_a_manifest_folder_is_invalid(relative):
+    """A cluster (the operator parses what kubectl stored) has no folder to read it from."""
+    import yaml
+
+    with pytest.raises(SpecError) as info:
+        parse_model_deployment(yaml.safe_load(with_path(relative)))
+    ((where, message),) = info.value.errors
+    assert where == "spec.model.path"
+    assert message.startswith(f"{relative} is relative") and "hub id" in message

@@ -436,3 +436,61 @@ def test_up_on_all_interfaces_exposes_only_the_gateway_and_no_key(
         assert r.status_code == 200, r.text
     finally:
         stop_stack(s.proc)
+
+
+def test_up_says_it_uses_the_cached_demo_model(stack: Stack, demo_model_dir: Path) -> None:
+    log = stack.log.read_text()
+    assert f"kubechat up: using the cached demo model at {demo_model_dir}\n" in log
+    assert "building the demo model" not in log
+
+
+def test_up_says_it_builds_the_demo_model_when_the_cache_has_none(tmp_path: Path) -> None:
+    """With an empty cache it announces the build (stopped there: the build itself is the
+    demo_model tests' subject)."""
+    env = {**os.environ, "KUBECHAT_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    argv = kubechat_argv(
+        "up", str(DEMO_YAML), "--port", str(free_port()), "--state-dir", str(tmp_path), "--no-ui"
+    )
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        first = proc.stdout.readline().decode()
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert first == "kubechat up: building the demo model (once; cached for later runs)\n"
+
+
+def test_up_reads_a_relative_model_path_from_the_manifest_folder(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """``path: ./my-model`` is the folder beside the manifest, whatever the working directory
+    of ``kubechat up``: the worker loads it and answers."""
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "my-model").symlink_to(demo_model_dir, target_is_directory=True)
+    (deploy / "relative.yaml").write_text(
+        "apiVersion: kubechat.dev/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: relative}\nspec:\n"
+        "  model: {path: ./my-model, names: [relative-demo], trustRemoteCode: true}\n"
+        "  resources: {gpus: 0}\n  replicas: 1\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    port = free_port()
+    log = tmp_path / "up.log"
+    argv = kubechat_argv(
+        "up", "../deploy/relative.yaml", "--port", str(port), "--no-ui",
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, cwd=elsewhere, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        from .conftest import _wait_for
+
+        _wait_for(lambda: "ready." in log.read_text(), 240, proc, log)
+        body = {**chat_body(), "model": "relative-demo"}
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        assert "K2" in r.json()["choices"][0]["message"]["content"]
+    finally:
+        assert stop_stack(proc) == 130
