@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
@@ -85,7 +86,12 @@ def create_app(
             state["upstream"] = upstream
             yield
 
-    app = FastAPI(title="kubechat gateway", version="0.1.0", lifespan=lifespan)
+    # /docs loads Swagger UI from this package, not a CDN (air-gapped clusters); like
+    # /openapi.json it needs no API key (the /v1/ calls made from it do). No ReDoc: it fetches
+    # its logo from its vendor's CDN
+    app = FastAPIOffline(
+        title="kubechat gateway", version="0.1.0", lifespan=lifespan, redoc_url=None
+    )
 
     def answer(request: Request, err: OpenAIError) -> ASGIResponse:
         """The error's response, counted when it answers a completion endpoint."""

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,7 +51,11 @@ def create_app(
     A stream silent for ``keepalive_seconds`` (waiting for its turn in a busy engine) gets an
     SSE comment line, which clients ignore, so that no proxy's idle timeout cuts a healthy stream.
     """
-    app = FastAPI(title="kubechat worker", version="0.1.0", lifespan=state.lifespan)
+    # /docs loads Swagger UI from this package, not a CDN (air-gapped clusters); no ReDoc:
+    # it fetches its logo from its vendor's CDN
+    app = FastAPIOffline(
+        title="kubechat worker", version="0.1.0", lifespan=state.lifespan, redoc_url=None
+    )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(HeaderLimit)
     app.add_middleware(CountResponses, metrics=state.metrics)  # outermost: sees every answer
