@@ -136,9 +136,7 @@ def decide_replicas(
     )
 
 
-def _moved(
-    state: AutoscaleState, desired: int, now: float, before: int, why: str
-) -> ScaleDecision:
+def _moved(state: AutoscaleState, desired: int, now: float, before: int, why: str) -> ScaleDecision:
     new = replace(state, desired=desired, last_scale_time=now, below_since=None)
     return ScaleDecision(new, f"{before} -> {desired} workers: {why}", previous=before)
 

@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubechat.autoscale import AutoscaleState, decide_replicas, observed_load
+from kubechat.discovery.demand import demand_time
 from kubechat.discovery.records import WorkerRecord
 from kubechat.plan import plan_deployment
-from kubechat.spec import SpecError, parse_model_deployment
+from kubechat.spec import ModelDeployment, SpecError, parse_model_deployment
 
 from .kube import Cluster
 from .pods import PodSettings, pod_name, render_pod
@@ -94,8 +96,9 @@ class Controller:
 
         plan = plan_deployment(md)
         pods, leases, now = self._observe(namespace, name)
+        replicas, scaling = self._desired(body, md, pods, leases, previous, now)
         decision = decide(
-            md.spec.replicas,
+            replicas,
             plan.template_hash,
             pods,
             leases,
@@ -120,7 +123,7 @@ class Controller:
             self.events(body, "Normal", "CreatedPod", f"created worker pod {new}")
         status = build_status(
             name,
-            md.spec.replicas,
+            replicas,
             plan.template_hash,
             pods,
             leases,
@@ -135,13 +138,54 @@ class Controller:
                 "Warning" if status["phase"] in ("Failed", "Degraded") else "Normal",
                 f"Phase{status['phase']}",
                 f"phase {previous.get('phase') or '(new)'} -> {status['phase']}: "
-                f"{status['readyReplicas']} of {md.spec.replicas} workers ready",
+                f"{status['readyReplicas']} of {replicas} workers ready",
             )
         if _true(status, "ModelLoadFailed") and not _was_true(previous, "ModelLoadFailed"):
             message = _message(status, "ModelLoadFailed")
             self.events(body, "Warning", "ModelLoadFailed", message)
+        status = {**status, **scaling}
         self._write_status(body, status, previous)
         return status
+
+    def _desired(
+        self,
+        body: Mapping[str, Any],
+        md: ModelDeployment,
+        pods: list[ObservedPod],
+        leases: dict[str, WorkerRecord],
+        previous: dict[str, Any],
+        now: float,
+    ) -> tuple[int, dict[str, Any]]:
+        """The workers to aim at and the status fields that say why: ``spec.replicas``, or
+        the autoscaler's decision from the leases' load, the demand annotation and the state
+        the last pass left in status (an Event when it moves). A changed ``spec.replicas``
+        (``kubectl scale``) is ignored while autoscaling is set, with an Event saying so."""
+        spec = md.spec.autoscaling
+        if spec is None:
+            return md.spec.replicas, {"desiredReplicas": md.spec.replicas, "autoscaling": None}
+        d = decide_replicas(
+            spec,
+            AutoscaleState.from_status(previous),
+            observed_load(leases.values(), now),
+            now,
+            demand=demand_time(body["metadata"].get("annotations")),
+            current=sum(not p.terminating for p in pods),
+        )
+        if d.scaled:
+            self.events(body, "Normal", d.scaled, d.reason or "")
+        seen = (previous.get("autoscaling") or {}).get("specReplicas")
+        if seen is not None and seen != md.spec.replicas:
+            self.events(
+                body,
+                "Warning",
+                "ReplicasIgnored",
+                f"spec.replicas changed to {md.spec.replicas} (kubectl scale?) and is ignored: "
+                f"spec.autoscaling decides ({d.state.desired} now, between minReplicas "
+                f"{spec.min_replicas} and maxReplicas {spec.max_replicas}); change those, or "
+                "remove spec.autoscaling to set replicas by hand",
+            )
+        state = {**d.state.to_status(), "specReplicas": md.spec.replicas}
+        return d.state.desired, {"desiredReplicas": d.state.desired, "autoscaling": state}
 
     def _write_status(
         self, body: Mapping[str, Any], status: dict[str, Any], previous: dict[str, Any]
@@ -165,6 +209,9 @@ class Controller:
 
 
 VOLATILE_WORKER_FIELDS = ("lastHeartbeat", "heartbeatAgeSeconds", "load")
+# the autoscaler's load average moves on every pass; a pass that finds it unwritten averages
+# from the last written sample instead, over the longer time since
+VOLATILE_AUTOSCALING_FIELDS = ("averageLoad", "lastSampleTime")
 
 
 def _settled(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +220,14 @@ def _settled(status: Mapping[str, Any]) -> dict[str, Any]:
         {k: v for k, v in w.items() if k not in VOLATILE_WORKER_FIELDS}
         for w in status.get("workers") or []
     ]
-    return {**_unwrap(status), "workers": workers}
+    settled = {**_unwrap(status), "workers": workers}
+    if isinstance(settled.get("autoscaling"), dict):
+        settled["autoscaling"] = {
+            k: v
+            for k, v in settled["autoscaling"].items()
+            if k not in VOLATILE_AUTOSCALING_FIELDS and v is not None  # None: absent
+        }
+    return settled
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:

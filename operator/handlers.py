@@ -38,6 +38,13 @@ def register(
                 status = controller.reconcile(body)
                 if _invalid(status):
                     outcome[0] = "invalid"
+            if not meta.get("deletionTimestamp"):
+                metrics.observed(
+                    meta.get("namespace") or "default",
+                    meta["name"],
+                    status.get("desiredReplicas"),
+                    status.get("readyReplicas"),
+                )
         except Exception as exc:
             log.exception("reconcile of %s failed", body["metadata"].get("name"))
             raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=interval) from exc
@@ -78,9 +85,14 @@ def register(
 
 def _wanted(body: Mapping[str, Any]) -> tuple[int, list[str]]:
     """The replicas and served model names a ModelDeployment asks for, as written (also for
-    a spec kubechat cannot serve: its models are still wanted)."""
+    a spec kubechat cannot serve: its models are still wanted). An autoscaled one asks for what
+    the autoscaler last decided (minReplicas before its first decision): at zero, no worker is
+    missing."""
     spec = body.get("spec") or {}
     replicas = spec.get("replicas", 1)
+    scaling = spec.get("autoscaling")
+    if isinstance(scaling, dict):
+        replicas = (body.get("status") or {}).get("desiredReplicas", scaling.get("minReplicas", 1))
     names = (spec.get("model") or {}).get("names") or [body["metadata"]["name"]]
     valid = isinstance(replicas, int) and not isinstance(replicas, bool)
     return (replicas if valid else 0), [str(n) for n in names]

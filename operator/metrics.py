@@ -11,7 +11,11 @@ Series (the shipped Grafana dashboard plots the first two):
   each ModelDeployment asks for, and ``kubechat_operator_deployment_model_info{...,model}`` (1)
   for each model name it serves: what should be live, whether or not it ever was (the gateway
   knows only models with a live worker; the "no live worker" alert joins the two). The label is
-  not ``namespace``: Prometheus sets that one to the operator pod's own namespace.
+  not ``namespace``: Prometheus sets that one to the operator pod's own namespace. With
+  ``spec.autoscaling`` the replicas asked for are the autoscaler's last decision;
+- ``kubechat_operator_deployment_desired_replicas{...}`` and
+  ``kubechat_operator_deployment_ready_replicas{...}``: the workers the last pass aimed at
+  (``status.desiredReplicas``) and those ready with a fresh lease (``status.readyReplicas``).
 
 Every label child of the counters exists from the start at 0, so the dashboard shows 0 rather
 than no data; the deployment series exist while their ModelDeployment does.
@@ -19,6 +23,7 @@ than no data; the deployment series exist while their ModelDeployment does.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -78,6 +83,19 @@ class OperatorMetrics:
             ["deployment_namespace", "deployment", "model"],
             registry=r,
         )
+        self.desired = Gauge(
+            "kubechat_operator_deployment_desired_replicas",
+            "Workers the operator aims at (status.desiredReplicas: the autoscaler's decision "
+            "when spec.autoscaling is set)",
+            ["deployment_namespace", "deployment"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "kubechat_operator_deployment_ready_replicas",
+            "Workers ready with a fresh heartbeat lease (status.readyReplicas)",
+            ["deployment_namespace", "deployment"],
+            registry=r,
+        )
         self._served: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()  # kopf runs sync handlers on a thread pool
 
@@ -92,6 +110,14 @@ class OperatorMetrics:
                 self.models.labels(namespace, name, model).set(1)
             self._served[(namespace, name)] = models
 
+    def observed(self, namespace: str, name: str, desired: int | None, ready: int | None) -> None:
+        """Record what a pass found: the workers aimed at and those ready (None: unknown)."""
+        with self._lock:
+            if desired is not None:
+                self.desired.labels(namespace, name).set(desired)
+            if ready is not None:
+                self.ready.labels(namespace, name).set(ready)
+
     def forget_deployment(self, namespace: str, name: str) -> None:
         """Drop the series of a deleted ModelDeployment."""
         with self._lock:
@@ -100,6 +126,9 @@ class OperatorMetrics:
             for model in self._served.pop((namespace, name)):
                 self.models.remove(namespace, name, model)
             self.replicas.remove(namespace, name)
+            for gauge in (self.desired, self.ready):
+                with contextlib.suppress(KeyError):  # never observed
+                    gauge.remove(namespace, name)
 
     @contextmanager
     def reconcile(self) -> Iterator[list[str]]:
