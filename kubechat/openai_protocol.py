@@ -17,9 +17,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 
 def _whole_unicode(value: str) -> str:
@@ -35,6 +37,12 @@ def _whole_unicode(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_whole_unicode)]
+
+
+def refused(message: str) -> PydanticCustomError:
+    """A field's value this server does not take: a 400 naming the field, worded as ``message``
+    alone (no validation library's prefix)."""
+    return PydanticCustomError("value_error", message)
 
 
 GREEDY_BELOW = 1e-5  # temperatures under this mean greedy decoding (as in vLLM)
@@ -133,14 +141,20 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @model_validator(mode="after")
     def _checks(self) -> ChatCompletionRequest:
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
-        if self.logprobs:
-            raise ValueError("logprobs are not supported by this server")
         return self
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise refused("needs logprobs set to true")
+        return value
 
 
 PromptInput = Text | list[Text] | list[int] | list[list[int]]
@@ -150,19 +164,29 @@ class CompletionRequest(SamplingFields):
     """POST /v1/completions."""
 
     prompt: PromptInput
+    # 0 with echo scores the prompt and generates nothing (lm-eval's loglikelihood requests)
+    max_tokens: int | None = Field(default=None, ge=0)
     echo: bool = False
     suffix: str | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)
     best_of: int | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise refused("not supported by this server")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of_is_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value not in (None, 1, info.data.get("n")):
+            raise refused("this server supports best_of equal to n only")
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> CompletionRequest:
-        if self.suffix:
-            raise ValueError("suffix is not supported by this server")
-        if self.logprobs:
-            raise ValueError("logprobs are not supported by this server")
-        if self.best_of not in (None, 1, self.n):
-            raise ValueError("best_of other than n is not supported by this server")
         prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt]
         if len(prompts) == 0:
             raise ValueError("prompt must not be empty")

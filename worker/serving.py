@@ -22,7 +22,8 @@ from kubechat.openai_protocol import (
 )
 
 from .admission import Admission, Slot
-from .engine import Engine, EngineError, GenerationRequest, SamplingParams
+from .engine import Engine, EngineError, GenerationRequest, SamplingParams, TokenLogprob
+from .logprobs import LogprobsFormat, logprobs_format, requested_logprobs
 from .metrics import WorkerMetrics
 from .stream_chunks import DONE_EVENT, KEEPALIVE, StreamChunks, error_event
 from .text_stream import IncrementalDecoder, StopMatcher
@@ -65,6 +66,8 @@ class _Sequence:
     completion_tokens: int = 0
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when asked for
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None  # when asked for
 
 
 @dataclass
@@ -81,6 +84,7 @@ class _Job:
     include_usage: bool = False
     started: float = field(default_factory=time.perf_counter)
     error: OpenAIError | None = None  # what a stream reported in its error event, if it did
+    logprobs: LogprobsFormat | None = None  # when the request asked for logprobs
 
     @property
     def chat(self) -> bool:
@@ -134,6 +138,7 @@ class Serving:
         stops = req.stop_strings() + [s for s in self.rt.template.stop_strings if s]
         job = _Job("chat", req.model, [], stops, [""], include_usage=_usage_wanted(req))
         job.requests = self._requests(req, [ids], "messages")
+        job.logprobs = logprobs_format(req, True, job.requests, self.rt.tokenizer)
         job.prompt_tokens = len(ids)
         return job
 
@@ -164,6 +169,7 @@ class Serving:
             include_usage=_usage_wanted(req),
         )
         job.requests = self._requests(req, prompt_ids, "prompt")
+        job.logprobs = logprobs_format(req, False, job.requests, self.rt.tokenizer)
         job.prompt_tokens = sum(len(ids) for ids in prompt_ids)
         return job
 
@@ -172,6 +178,7 @@ class Serving:
     ) -> list[GenerationRequest]:
         ctx = self.rt.context_length
         d = self.rt.defaults
+        logprobs, prompt_logprobs = requested_logprobs(req)
         out = []
         for ids in prompts:
             if len(ids) >= ctx:
@@ -204,6 +211,8 @@ class Serving:
                         stop_token_ids=frozenset()
                         if req.ignore_eos
                         else frozenset(self.rt.eos_token_ids | self.rt.template.stop_token_ids),
+                        logprobs=logprobs,
+                        prompt_logprobs=prompt_logprobs,
                     )
                 )
         return out
@@ -248,6 +257,10 @@ class Serving:
         try:
             async for step in steps:
                 t = time.perf_counter()
+                if step.prompt_logprobs is not None:
+                    seq.prompt_logprobs = step.prompt_logprobs
+                if step.logprob is not None:
+                    seq.logprobs.append(step.logprob)
                 if step.token_id is not None:
                     if seq.completion_tokens == 0:
                         ttft.observe(t - job.started)
@@ -344,7 +357,9 @@ class Serving:
                     silence.heard()
                 seq, text, final = item
                 if text or final:
-                    yield chunks.delta(seq.index, text, seq.finish_reason if final else None)
+                    finish = seq.finish_reason if final else None
+                    logprobs = job.logprobs.delta(seq) if job.logprobs else None
+                    yield chunks.delta(seq.index, text, finish, logprobs)
             seqs = await runner  # raises what the engine raised
             if job.include_usage:
                 yield chunks.event([], self.usage(job, seqs))
@@ -375,7 +390,7 @@ def response_body(job: _Job, seqs: list[_Sequence], usage: dict[str, int]) -> di
         choice: dict[str, Any] = {
             "index": s.index,
             "finish_reason": s.finish_reason,
-            "logprobs": None,
+            "logprobs": job.logprobs.body(s) if job.logprobs else None,
         }
         if job.chat:
             choice["message"] = {"role": "assistant", "content": text}

@@ -62,20 +62,26 @@ class StreamChunks:
             return None
         return self.event([self.choice(index, echo, None)])
 
-    def choice(self, index: int, text: str, finish: str | None) -> dict:
-        """The choice object of a chunk: ``text`` as a delta (chat) or as text (completions)."""
+    def choice(
+        self, index: int, text: str, finish: str | None, logprobs: dict | None = None
+    ) -> dict:
+        """The choice object of a chunk: ``text`` as a delta (chat) or as text (completions),
+        with the logprobs of its tokens when the request asked for them."""
         if self.chat:
             return {
                 "index": index,
                 "delta": {"content": text} if text else {},
-                "logprobs": None,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
-    def delta(self, index: int, text: str, finish: str | None = None) -> str:
-        """The event of one choice's next piece of text (and its finish reason, if it ends)."""
-        if finish is not None or not text:
-            return self.event([self.choice(index, text, finish)])
+    def delta(
+        self, index: int, text: str, finish: str | None = None, logprobs: dict | None = None
+    ) -> str:
+        """The event of one choice's next piece of text (and its finish reason, if it ends;
+        the logprobs of its tokens, if asked for)."""
+        if finish is not None or not text or logprobs is not None:
+            return self.event([self.choice(index, text, finish, logprobs)])
         body = self._delta % (index, json.dumps(text, ensure_ascii=False))
         return self._prefix + body + self._suffix
