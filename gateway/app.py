@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
+from kubechat.cold_start import ColdStarts
+from kubechat.discovery.demand import Demand
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import ASGIResponse, OpenAIError, error_response, validation_error
 from kubechat.routing import Router
@@ -49,6 +51,9 @@ class GatewayConfig:
     # Browser origins allowed to call the API (CORS); none by default, so browsers refuse
     # cross-origin calls. "*" allows any origin.
     cors_origins: list[str] = field(default_factory=list)
+    # how long a request for an autoscaled model with no live worker waits for one to start
+    # (then 503); 0 answers 503 at once
+    hold_timeout: float = 300.0
 
 
 def create_app(
@@ -57,11 +62,14 @@ def create_app(
     config: GatewayConfig | None = None,
     *,
     lifespan_hooks: list | None = None,
+    demand: Demand | None = None,
 ) -> FastAPI:
-    """Build the gateway app over a discovery view and a router."""
+    """Build the gateway app over a discovery view and a router; with ``demand``, requests for
+    an autoscaled model at zero workers wait for one (``config.hold_timeout``)."""
     config = config or GatewayConfig()
     keys = KeyChecker(config.api_keys)
     metrics = GatewayMetrics()
+    cold_starts = ColdStarts(view, demand, config.hold_timeout, metrics)
     metrics.watch_discovery(
         lambda: {m: len(view.workers(m)) for m in view.models()},
         # every live worker has a series (0 when idle), so the panel shows 0, not "No data"
@@ -148,7 +156,7 @@ def create_app(
 
     for path in COMPLETIONS:
         endpoint = CompletionsEndpoint(
-            path, view, router, metrics, upstream=lambda: state["upstream"]
+            path, view, router, metrics, upstream=lambda: state["upstream"], cold_starts=cold_starts
         )
         app.router.routes.append(Route(path, endpoint, methods=["POST"]))
     document_endpoints(app, COMPLETIONS)

@@ -66,6 +66,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         default=600.0,
         help="longest silence from a worker in the middle of a response",
     )
+    u.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a request for an autoscaled model with no live worker waits for one to "
+        "start (scale from zero) before it gets 503; 0: answer 503 at once",
+    )
     u.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     u.add_argument(
         "--max-header-bytes",
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     """Start discovery and serve until stopped."""
     import uvicorn
 
+    from kubechat.discovery.demand import open_demand
     from kubechat.discovery.live import LiveView
     from kubechat.routing import Router
     from kubechat.upstream import RetryPolicy
@@ -95,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.retry_attempts < 1:
         raise UsageError("--retry-attempts must be >= 1")
+    if args.hold_timeout < 0:
+        raise UsageError("--hold-timeout must be >= 0")
     try:
         store = open_store(args.lease_store, reader=True)
         keys = load_keys(args.api_key, args.api_key_file)
@@ -117,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=[o.strip() for o in args.cors_origin if o.strip()],
         connect_timeout=args.connect_timeout,
         upstream_timeout=args.upstream_timeout,
+        hold_timeout=args.hold_timeout,
         retry=RetryPolicy(
             attempts=args.retry_attempts,
             deadline=args.retry_deadline,
@@ -124,12 +135,18 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
 
+    demand = open_demand(store)
+
     @contextlib.asynccontextmanager
     async def discovery() -> AsyncIterator[None]:
         await view.start()
+        if hasattr(demand, "start"):
+            await demand.start()
         try:
             yield
         finally:
+            if hasattr(demand, "stop"):
+                await demand.stop()
             await view.stop()
 
     logging.getLogger(__name__).info(
@@ -139,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         args.lease_store,
         f"{len(keys)} API key(s)" if keys else "no API key (open)",
     )
-    app = create_app(view, router, config, lifespan_hooks=[discovery])
+    app = create_app(view, router, config, lifespan_hooks=[discovery], demand=demand)
     raise_open_files_limit()
     uvicorn.run(
         app,

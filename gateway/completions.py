@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from kubechat.aio import until_disconnect
 from kubechat.asgi_limits import BodyTooLarge
+from kubechat.cold_start import ColdStarts
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, error_response, model_not_found
 from kubechat.openai_protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -77,6 +78,7 @@ class CompletionsEndpoint:
         router: Router,
         metrics: GatewayMetrics,
         upstream: Callable[[], Upstream],
+        cold_starts: ColdStarts | None = None,
     ) -> None:
         self.path = path
         self.endpoint = COMPLETIONS[path].label
@@ -85,6 +87,7 @@ class CompletionsEndpoint:
         self.router = router
         self.metrics = metrics
         self.upstream = upstream
+        self.cold_starts = cold_starts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request."""
@@ -110,9 +113,16 @@ class CompletionsEndpoint:
         headers = request.headers
         parsed = parse_body(self.schema, headers.get("content-type"), body)
         model: str = parsed.model  # type: ignore[attr-defined]
-        _check_known(self.view, model)
+        _check_known(self.view, model, self.cold_starts)
         # labelled only once known: a made-up name (a 404) must not create a metric series
         request.state.model = model
+        cold = self.cold_starts
+        # an autoscaled model at zero: wait for its worker (nothing is sent before)
+        if cold is not None and cold.starting(model):
+            held = await until_disconnect(cold.wait(model), request.is_disconnected)
+            if held is None:  # the client went away while waiting
+                metrics.requests.labels(model, self.endpoint, "499").inc()
+                return Response(status_code=499)
         stream: bool = getattr(parsed, "stream", False)  # embeddings are never streamed
         router = self.router
         send = self.upstream().send(
@@ -141,10 +151,12 @@ class CompletionsEndpoint:
         return RelayResponse(result, ended, lambda: metrics.stream_failed(model, "internal"))
 
 
-def _check_known(view: LiveView, model: str) -> None:
-    """404 for a model the gateway never saw in a worker record; a model it saw whose workers
-    are all gone (exited, scaled to 0) or not live gets 503 from the upstream step instead: it
-    may come back."""
+def _check_known(view: LiveView, model: str, cold_starts: ColdStarts | None = None) -> None:
+    """404 for a model the gateway never saw in a worker record and no autoscaled deployment
+    serves; a model it saw whose workers are all gone (exited, scaled to 0) or not live gets 503
+    from the upstream step instead: it may come back."""
     if model in view.models() or model in view.known_models():
+        return
+    if cold_starts is not None and cold_starts.deployment_for(model) is not None:
         return
     raise model_not_found(model, view.models())

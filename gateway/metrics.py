@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -14,6 +20,8 @@ disable_created_metrics()
 STREAM_ERROR_REASONS = ("connection_closed", "timeout", "read_error", "lease_lost", "internal")
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# a worker starting from zero: a pod scheduled, an image pulled, a model loaded
+_COLD_START_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 
 
 class _LiveCollector(Collector):
@@ -104,6 +112,40 @@ class GatewayMetrics:
             buckets=_BUCKETS,
             registry=r,
         )
+
+        self.held_requests = Gauge(
+            "kubechat_gateway_held_requests",
+            "Requests waiting for an autoscaled model's first worker to start, per model",
+            ["model"],
+            registry=r,
+        )
+        self.held_timeouts = Counter(
+            "kubechat_gateway_held_timeouts",
+            "Held requests answered 503 because no worker was ready by their deadline",
+            ["model"],
+            registry=r,
+        )
+        self.cold_start = Histogram(
+            "kubechat_gateway_cold_start_seconds",
+            "Time from the first request held for a model at zero workers to a live worker",
+            ["model"],
+            buckets=_COLD_START_BUCKETS,
+            registry=r,
+        )
+
+    def held(self, model: str, change: int) -> None:
+        """Requests start (+1) or stop (-1) waiting for ``model`` (kubechat.cold_start's
+        observer); its series exist from the first on, the timeouts at 0."""
+        self.held_requests.labels(model).inc(change)
+        self.held_timeouts.labels(model)
+
+    def started(self, model: str, seconds: float) -> None:
+        """``model`` got a live worker ``seconds`` after its first request was held."""
+        self.cold_start.labels(model).observe(seconds)
+
+    def timed_out(self, model: str) -> None:
+        """A held request for ``model`` reached its deadline."""
+        self.held_timeouts.labels(model).inc()
 
     def answered(self, model: str, seconds: float) -> None:
         """An upstream worker answered after ``seconds`` (kubechat.upstream's observer)."""
