@@ -197,6 +197,7 @@ class BatchingEngine(Engine):
         self._last: torch.Tensor | None = None  # (rows, 1) last token of each running row
         self._active = 0  # admitted and not yet finished or cancelled (event-loop side)
         self._in_batch = 0  # decoding or prefilling (engine side, refreshed every step)
+        self._kv_reserved = 0  # cache positions the batch holds room for (same refresh)
         self._lock = threading.Lock()
         self._outbox = _Outbox()
         self._thread: threading.Thread | None = None
@@ -277,10 +278,17 @@ class BatchingEngine(Engine):
         with self._lock:
             active = self._active
         running = min(active, self._in_batch)
+        if self.path == "serial":
+            kv_used = serial.kv_cache_utilization
+        elif self._kv_budget:
+            kv_used = self._kv_reserved / self._kv_budget
+        else:
+            kv_used = self._in_batch / self._capacity
         return EngineStats(
             running=running + serial.running,
             queued=active - running + serial.queued,
             capacity=self._capacity,
+            kv_cache_utilization=min(1.0, kv_used),
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
@@ -336,7 +344,10 @@ class BatchingEngine(Engine):
                 log.exception("batched generation failed")
                 self._fail_batch(exc)
             self._outbox.flush()
-            self._in_batch = len(self._running) + (len(self._cohort.seqs) if self._cohort else 0)
+            batch = self._running + (self._cohort.seqs if self._cohort else [])
+            self._in_batch = len(batch)
+            # as _fits counts it: every row as wide as the widest reservation
+            self._kv_reserved = len(batch) * max((s.reserved for s in batch), default=0)
 
     def _step(self) -> None:
         self._drop_cancelled()

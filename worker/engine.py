@@ -85,6 +85,10 @@ class EngineStats:
     running: int
     queued: int
     capacity: int
+    # share of the engine's KV cache room in use, 0..1 (the Inference Extension's
+    # KVCacheUtilization): the batching engine's reserved positions over its KV budget, or its
+    # rows over its capacity when only the batch size bounds it; the serial engine's one slot
+    kv_cache_utilization: float = 0.0
 
 
 class EngineError(RuntimeError):

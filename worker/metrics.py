@@ -12,9 +12,13 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from kubechat.engine_metrics import PROTOCOL_METRICS
+
 disable_created_metrics()  # the *_created series only add noise to every scrape
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# the Gateway API Inference Extension's gauges (queued, running, KV cache) under our names
+_PROTOCOL = PROTOCOL_METRICS["transformers"]
 
 
 class WorkerMetrics:
@@ -70,9 +74,22 @@ class WorkerMetrics:
         self.in_flight = Gauge(
             "kubechat_worker_in_flight", "Sequences admitted (running or queued)", registry=r
         )
-        self.running = Gauge("kubechat_worker_running", "Sequences generating now", registry=r)
+        self.running = Gauge(
+            _PROTOCOL.running,
+            "Sequences generating now (the Inference Extension's TotalRunningRequests)",
+            registry=r,
+        )
         self.queued = Gauge(
-            "kubechat_worker_queued", "Sequences waiting for the engine", registry=r
+            _PROTOCOL.queued,
+            "Sequences waiting for the engine (the Inference Extension's TotalQueuedRequests)",
+            registry=r,
+        )
+        self.kv_cache_utilization = Gauge(
+            _PROTOCOL.kv_cache_utilization,
+            "Share of the engine's KV cache room in use, 0 to 1 (the Inference Extension's "
+            "KVCacheUtilization): reserved positions over the KV budget, or batch rows over "
+            "the capacity where only the batch size bounds the cache",
+            registry=r,
         )
         self.capacity = Gauge(
             "kubechat_worker_capacity", "Sequences the worker admits at once", registry=r
@@ -90,8 +107,11 @@ class WorkerMetrics:
         in_flight: Callable[[], float],
         running: Callable[[], float],
         queued: Callable[[], float],
+        kv_cache_utilization: Callable[[], float] | None = None,
     ) -> None:
         """Read load gauges from live callbacks at scrape time."""
         self.in_flight.set_function(in_flight)
         self.running.set_function(running)
         self.queued.set_function(queued)
+        if kv_cache_utilization is not None:
+            self.kv_cache_utilization.set_function(kv_cache_utilization)

@@ -87,7 +87,10 @@ class SerialEngine(Engine):
     def stats(self) -> EngineStats:
         """Running is 0 or 1; every other admitted request waits in the queue."""
         return EngineStats(
-            running=self._running, queued=self._jobs.qsize(), capacity=self._capacity
+            running=self._running,
+            queued=self._jobs.qsize(),
+            capacity=self._capacity,
+            kv_cache_utilization=float(self._running),
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:

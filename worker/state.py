@@ -98,6 +98,9 @@ class WorkerState:
             in_flight=lambda: self.admission.in_flight,
             running=lambda: self.runtime.engine.stats().running if self.runtime else 0,
             queued=lambda: self.runtime.engine.stats().queued if self.runtime else 0,
+            kv_cache_utilization=lambda: (
+                self.runtime.engine.stats().kv_cache_utilization if self.runtime else 0.0
+            ),
         )
 
     @property
