@@ -151,9 +151,7 @@ def _train(model, tokenizer, dialogues, settings, progress):
 
     def encode_all(conversations):
         return [
-            encode_sample(
-                model, tokenizer, messages, dialogues.answer_to(messages[-1]["content"])
-            )
+            encode_sample(model, tokenizer, messages, dialogues.answer_to(messages[-1]["content"]))
             for messages in conversations
         ]
 
