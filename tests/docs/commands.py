@@ -87,6 +87,19 @@ def read(path: Path) -> tuple[list[Snippet], list[Marker]]:
     return _Reader(name).read(path.read_text(encoding="utf-8"))
 
 
+def output_example(snippet: Snippet) -> str | None:
+    """The output the docs show for a snippet: the first ``text`` block after it and before the
+    next snippet of its file, if any."""
+    path = REPO / snippet.path
+    later = [s.line for s in read(path)[0] if s.line > snippet.line]
+    tokens = MarkdownIt("commonmark").parse(path.read_text(encoding="utf-8"))
+    for token in tokens:
+        line = token.map[0] + 1 if token.map else 0
+        if token.type == "fence" and token.info.strip() == "text" and line > snippet.line:
+            return token.content if not later or line < min(later) else None
+    return None
+
+
 def scenario_of(snippet: Snippet) -> str:
     """Where a snippet's commands run: ``local``, ``cluster`` (no Helm) or ``chart``."""
     if snippet.path == "docs/helm.md":
