@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -82,6 +83,21 @@ def pod_specs(docs: list[dict]) -> dict[str, dict[str, Any]]:
         for d in docs
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
     }
+
+
+def container_command(docs: list[dict], role: str) -> list[str]:
+    """The command line of a chart workload's first container (Deployment ``*-<role>``): its
+    ``command``, else the image's ENTRYPOINT (from the Dockerfile), then its ``args``."""
+    container = one(docs, "Deployment", f"-{role}")["spec"]["template"]["spec"]["containers"][0]
+    command = container.get("command")
+    if command is None:
+        (line,) = [
+            line
+            for line in (REPO / "Dockerfile").read_text().splitlines()
+            if line.startswith("ENTRYPOINT ")
+        ]
+        command = json.loads(line.removeprefix("ENTRYPOINT "))
+    return [*command, *container.get("args", [])]
 
 
 def arg_value(args: list[str], flag: str) -> str | None:
