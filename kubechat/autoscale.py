@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from .discovery.records import WorkerRecord, format_micro_time, parse_micro_time
-from .spec import AutoscalingSpec
+from .plan import DeploymentPlan, plan_deployment
+from .spec import AutoscalingSpec, ModelDeployment
 
 IDLE = 0.01  # an average below this is no load at all (an exponential average never hits 0)
 
@@ -134,6 +135,15 @@ def decide_replicas(
         before,
         f"{_load_text(average, spec)} for {spec.scale_down_delay_seconds} s",
     )
+
+
+def scalable_plan(md: ModelDeployment) -> DeploymentPlan:
+    """The deployment's plan, for an autoscaled one with a worker for every replica the
+    autoscaler may ask for (``maxReplicas``; ``spec.replicas`` does not count then)."""
+    if md.spec.autoscaling is None:
+        return plan_deployment(md)
+    spec = md.spec.model_copy(update={"replicas": md.spec.autoscaling.max_replicas})
+    return plan_deployment(md.model_copy(update={"spec": spec}))
 
 
 def _moved(state: AutoscaleState, desired: int, now: float, before: int, why: str) -> ScaleDecision:

@@ -51,6 +51,7 @@ class Process:
     ready_path: str = "/health"
     role: str = "front"  # "worker" processes are stopped first, the front (gateway, UI) after
     restart: bool = True
+    retired: bool = False  # told to stop for good (scale down): dropped once it has exited
     popen: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -151,13 +152,20 @@ class LocalRunner:
         import httpx
 
         now = time.monotonic()
-        for p in self.processes:
+        for p in list(self.processes):  # a retired process may leave the list
+            if p.popen is None and p.retired:
+                self.processes.remove(p)
+                continue
             if p.popen is None:
                 if now >= p._next_start:
                     p.start()
                     self.on_event(f"{p.name}: restarted (restart #{p.restarts})")
                 continue
             code = p.popen.poll()
+            if code is not None and p.retired:
+                self.on_event(f"{p.name}: stopped (exit code {code})")
+                self.processes.remove(p)
+                continue
             if code is not None:
                 self.on_event(f"{p.name}: exited with code {code}; log {p.log_path}")
                 p.popen = None
@@ -170,6 +178,13 @@ class LocalRunner:
                     if httpx.get(p.url + p.ready_path, timeout=1).status_code == 200:
                         p.ready_at = now
                         self.on_event(f"{p.name}: ready in {now - p.started_at:.1f} s at {p.url}")
+
+    def retire(self, proc: Process) -> None:
+        """Stop ``proc`` for good: SIGTERM (a worker drains first), no restart; it leaves the
+        list once it has exited (``poll``), or is killed with the rest by ``stop_all``."""
+        proc.restart = False
+        proc.retired = True
+        proc.signal(signal.SIGTERM)
 
     def all_ready(self) -> bool:
         """Whether every process has passed its readiness check."""

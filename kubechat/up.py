@@ -8,6 +8,7 @@ folder. Ctrl-C drains the workers and stops everything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -15,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from .autoscale import scalable_plan
 from .cli import UsageError
 from .defaults import DRAIN_GRACE
 from .demo_model.cache import DEMO_MODEL_PATH, cached_demo_model, ensure_demo_model
 from .local_runner import KUBECHAT, LocalRunner, Process
+from .local_scaler import LocalScaler
 from .manifests import ManifestError, load_manifests
 from .plan import plan_deployment
 
@@ -97,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read manifest: {exc}") from exc
     if not deployments:
         raise UsageError("no ModelDeployment found in " + ", ".join(map(str, args.files)))
-    plans = [plan_deployment(md) for md in deployments]
+    # an autoscaled deployment's workers are started by its LocalScaler, not up front
+    plans = [
+        plan_deployment(md) if md.spec.autoscaling is None else scalable_plan(md)
+        for md in deployments
+    ]
     if any(DEMO_MODEL_PATH in w.args for plan in plans for w in plan.workers):
         cached = cached_demo_model()
         if cached is not None:
@@ -108,7 +115,23 @@ def run(args: argparse.Namespace) -> int:
 
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="kubechat-up-"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    runner, gateway_url, ui_url = build_runner(args, plans, state_dir)
+    fixed = [
+        dataclasses.replace(plan, workers=[]) if md.spec.autoscaling else plan
+        for md, plan in zip(deployments, plans, strict=True)
+    ]
+    runner, gateway_url, ui_url = build_runner(args, fixed, state_dir)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    scalers = [
+        LocalScaler(md, runner, WORKER_HOST, env, args.drain_grace, on_event=say)
+        for md in deployments
+        if md.spec.autoscaling is not None
+    ]
+    for scaler in scalers:
+        scaling = scaler.spec
+        say(
+            f"{scaler.md.name}: autoscaled, {scaling.min_replicas} to {scaling.max_replicas} "
+            "workers" + (": none until the first request" if scaling.min_replicas == 0 else "")
+        )
 
     stopping = {"sig": None}
 
@@ -118,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     say(
-        f"starting {sum(len(p.workers) for p in plans)} worker(s), the gateway"
+        f"starting {sum(len(p.workers) for p in fixed)} worker(s), the gateway"
         + (" and the chat page" if ui_url else "")
         + "; "
         f"logs in {state_dir / 'logs'}"
@@ -126,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     runner.start_all()
     try:
         deadline = time.monotonic() + args.startup_timeout
+        for scaler in scalers:
+            scaler.step()
         while not runner.all_ready():
             if stopping["sig"] is not None:
                 return _shutdown(runner, args.drain_grace, stopping["sig"])
@@ -147,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         _print_ready(plans, gateway_url, _key_hint(args), ui_url)
         while stopping["sig"] is None:
             runner.poll()
+            for scaler in scalers:
+                scaler.step()
             time.sleep(0.25)
         return _shutdown(runner, args.drain_grace, stopping["sig"])
     finally:

@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubechat.autoscale import AutoscaleState, decide_replicas, observed_load
+from kubechat.autoscale import AutoscaleState, decide_replicas, observed_load, scalable_plan
 from kubechat.discovery.demand import demand_time
 from kubechat.discovery.records import WorkerRecord
-from kubechat.plan import plan_deployment
 from kubechat.spec import ModelDeployment, SpecError, parse_model_deployment
 
 from .kube import Cluster
@@ -94,7 +93,7 @@ class Controller:
             self._write_status(body, status, previous)
             return status
 
-        plan = plan_deployment(md)
+        plan = scalable_plan(md)
         pods, leases, now = self._observe(namespace, name)
         replicas, scaling = self._desired(body, md, pods, leases, previous, now)
         decision = decide(
