@@ -27,6 +27,7 @@ from kubechat.discovery.records import LeaseWriter, WorkerRecord
 
 from .engine_probe import EngineProbe, EngineReading
 from .engine_process import EngineProcess
+from .health import serve_health
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Agent:
         drain_settle: float = 2.0,
         engine: EngineProcess | None = None,
         engine_stop_timeout: float = 30.0,
+        health_address: tuple[str, int] | None = None,
     ) -> None:
         self.probe = probe
         self.name = name
@@ -63,6 +65,7 @@ class Agent:
         self.drain_settle = drain_settle
         self.engine = engine
         self.engine_stop_timeout = engine_stop_timeout
+        self.health_address = health_address
         self.reading = EngineReading(False, error="not read yet")
         self.draining = False
         self.heartbeat = (
@@ -77,6 +80,14 @@ class Agent:
     def ready(self) -> bool:
         """Whether the engine serves: healthy, with its model names known."""
         return self.reading.healthy and bool(self.model_names)
+
+    def routable(self) -> bool:
+        """Whether the gateway can send here: a ready lease published, not draining (what the
+        agent's ``/health/ready`` says)."""
+        if self.draining or not self.ready:
+            return False
+        published = self.heartbeat.last_published if self.heartbeat else None
+        return self.heartbeat is None or (published is not None and published.ready)
 
     def record(self) -> WorkerRecord:
         """The lease record as of the latest reading."""
@@ -108,7 +119,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        health = None
         try:
+            if self.health_address is not None:
+                health = await serve_health(*self.health_address, self.routable)
             if self.engine is not None:
                 await self.engine.start()
                 log.info("engine started (pid %s): %s", self.engine.pid, " ".join(self.engine.argv))
@@ -121,6 +135,8 @@ class Agent:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if health is not None:
+                health.close()
             if self.heartbeat is not None:
                 await self.heartbeat.stop()  # the lease goes with the agent
             if self.engine is not None and self.engine.returncode is None:

@@ -59,6 +59,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="local mode: seconds the engine gets to exit after SIGTERM before SIGKILL",
     )
     e.add_argument("--log-level", default="info")
+    s = p.add_argument_group("the agent's own /health and /health/ready (probes)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=None, help="(default: no health endpoints)")
     h = p.add_argument_group("heartbeat lease (discovery)")
     h.add_argument(
         "--lease-store", default=os.environ.get("KUBECHAT_LEASE_STORE", "none"), help=STORE_HELP
@@ -137,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         # standard library's for `python -m`
         engine=EngineProcess(command, cwd="/") if command else None,
         engine_stop_timeout=args.engine_stop_timeout,
+        health_address=(args.host, args.port) if args.port is not None else None,
     )
     return asyncio.run(agent.run())
 

@@ -110,6 +110,7 @@ class LocalRunner:
     state_dir: Path
     processes: list[Process] = field(default_factory=list)
     on_event: Callable[[str], None] = print
+    vllm_python: str | None = None  # vLLM's environment, for workers with spec.engine: vllm
 
     def add_worker(
         self,
@@ -127,7 +128,7 @@ class LocalRunner:
         launch = WorkerLaunch(host, port, leases, name=name, drain_grace=drain_grace)
         proc = Process(
             name,
-            [*KUBECHAT, "worker", *worker_command_args(plan, launch)],
+            self._worker_argv(plan, launch),
             {**env, **local_env(plan)},
             self.state_dir / "logs" / f"{name}.log",
             f"http://{host}:{port}",
@@ -136,6 +137,20 @@ class LocalRunner:
         )
         self.processes.append(proc)
         return proc
+
+    def _worker_argv(self, plan: WorkerPlan, launch: WorkerLaunch) -> list[str]:
+        """``kubechat worker``; for vLLM, ``kubechat agent`` (its /health/ready on the launch's
+        port) with vLLM's server as its child on a port of its own. The agent stops vLLM once
+        drained, so vLLM gets no --shutdown-timeout of its own."""
+        args = worker_command_args(plan, launch)
+        if plan.vllm is None:
+            return [*KUBECHAT, "worker", *args]
+        if self.vllm_python is None:
+            raise ValueError(f"{plan.deployment}: engine vllm needs vLLM's Python environment")
+        port = free_port(launch.host)
+        server = plan.vllm.argv(self.vllm_python, launch.host, port)
+        engine_url = f"http://{launch.host}:{port}"
+        return [*KUBECHAT, "agent", *args, "--engine-url", engine_url, "--", *server]
 
     def add(self, proc: Process) -> Process:
         """Supervise another process (gateway, UI)."""

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .spec import ModelDeployment
+from .vllm_plan import VllmServerPlan, agent_args, vllm_server_plan
 
 GPU_RESOURCE = "nvidia.com/gpu"
 HUB_CACHE_DIR = "huggingface"  # HF_HOME = <mountPath>/huggingface
@@ -87,7 +88,8 @@ class SchedulingPlan:
 @dataclass
 class WorkerPlan:
     """One replica's worker: the ``kubechat worker`` arguments its deployment defines (see
-    :func:`worker_command_args` for a whole command line) and what it needs."""
+    :func:`worker_command_args` for a whole command line) and what it needs. With ``vllm`` set
+    (``spec.engine: vllm``) vLLM's server serves and ``args`` are ``kubechat agent``'s."""
 
     deployment: str
     replica: int
@@ -99,6 +101,7 @@ class WorkerPlan:
     template_hash: str
     namespace: str | None = None
     scheduling: SchedulingPlan = field(default_factory=SchedulingPlan)
+    vllm: VllmServerPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ def _template(
     resources: ResourcePlan,
     volumes: list[VolumePlan],
     scheduling: SchedulingPlan,
+    vllm: VllmServerPlan | None = None,
 ) -> dict[str, Any]:
     """What ``template_hash`` covers. Fields added since v1alpha1's first release count only
     once set, so an operator upgrade does not roll pods whose rendering it did not change."""
@@ -221,6 +225,8 @@ def _template(
     }
     if scheduling.pod_fields():
         template["scheduling"] = scheduling.pod_fields()
+    if vllm is not None:
+        template["vllm"] = asdict(vllm)
     return template
 
 
@@ -238,9 +244,10 @@ def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
         memory_limit=res.memory_limit or res.memory,
     )
     scheduling = scheduling_plan(md)
-    args = _deployment_args(md)
+    vllm = vllm_server_plan(md) if md.spec.engine == "vllm" else None
+    args = agent_args(md) if vllm else _deployment_args(md)
     env = worker_env(md, volumes)
-    template_hash = _hash(_template(args, env, resources, volumes, scheduling))
+    template_hash = _hash(_template(args, env, resources, volumes, scheduling, vllm))
     workers = [
         WorkerPlan(
             deployment=md.name,
@@ -253,6 +260,7 @@ def plan_deployment(md: ModelDeployment) -> DeploymentPlan:
             model_names=md.model_names,
             template_hash=template_hash,
             scheduling=scheduling,
+            vllm=vllm,
         )
         for i in range(md.spec.replicas)
     ]

@@ -396,6 +396,48 @@ class AutoscalingSpec(_Strict):
     )
 
 
+VllmArg = Annotated[
+    str, Field(description="One vLLM server flag or value, as on its command line.")
+]
+
+
+class VllmSpec(_Strict):
+    """``spec.vllm``: how vLLM serves the model when ``spec.engine`` is vllm."""
+
+    image: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="vLLM's container image (default: the operator's, pinned by digest in the "
+        "chart's values); its own OpenAI server runs unmodified.",
+    )
+    tensor_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        alias="tensorParallelSize",
+        description="GPUs each layer is split over (default: resources.gpus). It must divide "
+        "resources.gpus; the rest of the GPUs run pipeline stages.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=1,
+        alias="gpuMemoryUtilization",
+        description="Share of each GPU's memory vLLM takes (weights, activations, KV cache). "
+        "Default: resources.maxGpuMemory over the GPU's memory when maxGpuMemory is set, "
+        "worked out when the pod starts; else vLLM's own default.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        alias="maxModelLen",
+        description="Longest context (prompt plus output) in tokens (default: the model's).",
+    )
+    extra_args: list[VllmArg] = Field(
+        default_factory=list,
+        alias="extraArgs",
+        description="More vLLM server flags, appended as given (e.g. --enable-prefix-caching).",
+    )
+
+
 class ModelDeploymentSpec(_Strict):
     """``spec``: the desired state."""
 
@@ -419,6 +461,13 @@ class ModelDeploymentSpec(_Strict):
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec, description="Where worker pods may run, as in a Pod spec."
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        default="transformers",
+        description="What serves the model: transformers (kubechat's own worker: any checkpoint "
+        "transformers loads, remote code included) or vllm (vLLM's OpenAI server with a "
+        "kubechat agent beside it: paged attention, tensor parallelism).",
+    )
+    vllm: VllmSpec | None = Field(default=None, description="vLLM's settings (engine: vllm only).")
     autoscaling: AutoscalingSpec | None = Field(
         default=None,
         description="Scale the workers with their load, down to zero when minReplicas is 0; "
@@ -596,6 +645,7 @@ def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
                 f"got {scaling.max_replicas}",
             )
         )
+    problems += _engine_checks(md)
     for i, toleration in enumerate(md.spec.scheduling.tolerations or []):
         where = f"spec.scheduling.tolerations[{i}]"
         if toleration.operator == "Exists" and toleration.value:
@@ -605,6 +655,82 @@ def _cross_checks(md: ModelDeployment) -> list[tuple[str, str]]:
         if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
             problems.append((f"{where}.tolerationSeconds", "needs effect NoExecute"))
     return problems
+
+
+def _engine_checks(md: ModelDeployment) -> list[tuple[str, str]]:
+    """What only one engine understands, and vLLM's parallelism over the pod's GPUs."""
+    spec = md.spec
+    if spec.engine != "vllm":
+        if spec.vllm is not None:
+            return [("spec.vllm", "applies with engine: vllm only (set engine: vllm or remove it)")]
+        return []
+    problems = []
+    if is_demo_model(spec.model.path):
+        problems.append(
+            (
+                "spec.model.path",
+                "kubechat:demo is built for kubechat's own worker: with engine: vllm give a hub "
+                "id or a directory",
+            )
+        )
+    if spec.model.conv_template is not None:
+        problems.append(
+            (
+                "spec.model.convTemplate",
+                "is kubechat's own worker's: vLLM takes the tokenizer's chat template (pass "
+                "--chat-template in spec.vllm.extraArgs to override it)",
+            )
+        )
+    if spec.worker.stream_interval is not None:
+        problems.append(
+            ("spec.worker.streamInterval", "is kubechat's own worker's: vLLM streams every token")
+        )
+    vllm = spec.vllm or VllmSpec()
+    gpus = spec.resources.gpus
+    tp = vllm.tensor_parallel_size
+    if tp is not None and gpus and gpus % tp:
+        problems.append(
+            (
+                "spec.vllm.tensorParallelSize",
+                f"must divide resources.gpus ({gpus}): {tp} does not (the GPUs a layer is split "
+                "over, times the pipeline stages, are the pod's GPUs)",
+            )
+        )
+    if tp is not None and not gpus and tp > 1:
+        problems.append(
+            (
+                "spec.vllm.tensorParallelSize",
+                f"is {tp} with resources.gpus 0: splitting layers needs GPUs (set gpus)",
+            )
+        )
+    for i, arg in enumerate(vllm.extra_args):
+        flag = arg.split("=", 1)[0]
+        if flag in VLLM_PLANNED_FLAGS:
+            problems.append(
+                (
+                    f"spec.vllm.extraArgs[{i}]",
+                    f"{flag} is set by kubechat from {VLLM_PLANNED_FLAGS[flag]}: set it there",
+                )
+            )
+    return problems
+
+
+# vLLM flags the plan writes from the spec (or the launch): extraArgs may not repeat them.
+VLLM_PLANNED_FLAGS = {
+    "--model": "spec.model.path",
+    "--served-model-name": "spec.model.names",
+    "--dtype": "spec.model.dtype",
+    "--revision": "spec.model.revision",
+    "--trust-remote-code": "spec.model.trustRemoteCode",
+    "--tensor-parallel-size": "spec.vllm.tensorParallelSize",
+    "--pipeline-parallel-size": "resources.gpus / spec.vllm.tensorParallelSize",
+    "--gpu-memory-utilization": "spec.vllm.gpuMemoryUtilization",
+    "--max-model-len": "spec.vllm.maxModelLen",
+    "--max-num-seqs": "spec.worker.limitConcurrency",
+    "--host": "the pod or kubechat up",
+    "--port": "the pod or kubechat up",
+    "--shutdown-timeout": "the drain grace",
+}
 
 
 def parse_model_deployment(obj: Any) -> ModelDeployment:

@@ -24,6 +24,7 @@ from .local_runner import KUBECHAT, LocalRunner, Process
 from .local_scaler import LocalScaler
 from .manifests import ManifestError, load_manifests
 from .plan import plan_deployment
+from .vllm_env import DEFAULT_VENV, INSTALL_HINT, VENV_VARIABLE, vllm_python
 
 SEED_QUESTION = "Which mountain is the second highest one in the world?"
 DEFAULT_UI_PORT = 7860  # Gradio's usual port
@@ -88,6 +89,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         help=f"the chat page's port (default {DEFAULT_UI_PORT}, or a free one if that is taken)",
     )
     p.add_argument("--no-ui", action="store_true", help="do not start the chat page")
+    p.add_argument(
+        "--vllm-env",
+        default=None,
+        metavar="DIR",
+        help=f"the Python environment (virtualenv) vLLM runs from, for deployments with engine: "
+        f"vllm (default: ${VENV_VARIABLE}, else {DEFAULT_VENV}; {INSTALL_HINT})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,7 +194,7 @@ def build_runner(
     """The stack's processes, not started yet: a worker per replica (on 127.0.0.1 whatever
     ``--host`` says), the gateway and, unless ``--no-ui``, the chat page. Returns the runner,
     the gateway's URL and the chat page's (None without it)."""
-    runner = LocalRunner(state_dir, on_event=say)
+    runner = LocalRunner(state_dir, on_event=say, vllm_python=_vllm_python(args, plans))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for plan in plans:
         for worker in plan.workers:
@@ -230,6 +238,16 @@ def build_runner(
         # the page answers / once it is up
         runner.add(Process("ui", ui_argv, env, state_dir / "logs" / "ui.log", ui_url, "/"))
     return runner, gateway_url, ui_url
+
+
+def _vllm_python(args: argparse.Namespace, plans: list) -> str | None:
+    """vLLM's Python when a deployment runs on vLLM (None otherwise); UsageError without it."""
+    if not any(w.vllm is not None for plan in plans for w in plan.workers):
+        return None
+    try:
+        return str(vllm_python(args.vllm_env))
+    except FileNotFoundError as exc:
+        raise UsageError(f"engine: vllm: {exc}") from exc
 
 
 def _shutdown(runner: LocalRunner, grace: float, sig: int) -> int:
