@@ -151,6 +151,8 @@ def test_rbac_is_least_privilege(default_docs: list[dict]) -> None:
     assert discovery == {
         ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch"},
+        # the autoscaled models, and the demand annotation (scale from zero)
+        ("kubechat.dev", "modeldeployments"): {"list", "patch"},
     }
     # By default the operator manages its own namespace only: a Role, no cluster-wide writes.
     operator = _rules(one(default_docs, "Role", "-operator"))
@@ -513,6 +515,7 @@ def test_discovery_reads_every_namespace_of_a_cluster_wide_operator(
     assert _rules(role) == {
         ("coordination.k8s.io", "leases"): {"get", "list", "watch"},
         ("", "pods"): {"get", "list", "watch"},
+        ("kubechat.dev", "modeldeployments"): {"list", "patch"},
     }
     (binding,) = _discovery(all_on_docs, "ClusterRoleBinding")
     assert binding["roleRef"]["kind"] == "ClusterRole"
