@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,21 +33,12 @@ import httpx
 
 from kubechat.discovery.local_store import LocalLeaseStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported as benchmarks.*
+from processes import free_port, kubechat_argv, stop, until, wait_http
+
 MODEL = "kubechat-demo"
 CLIENTS = 16  # concurrent streaming clients of every scenario
 PROMPT = "Which mountain is the second highest one in the world?"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kubechat(*args: str) -> list[str]:
-    """argv of the installed kubechat CLI, run by this interpreter."""
-    return [sys.executable, "-m", "kubechat.cli", *args]
 
 
 @dataclass
@@ -100,7 +90,7 @@ class LocalStack:
         self.workers: dict[str, Proc] = {}
         for i in range(c.workers):
             name, port = f"fault-{i}", free_port()
-            argv = kubechat(
+            argv = kubechat_argv(
                 "worker",
                 "--model-path",
                 str(c.model_dir),
@@ -124,7 +114,7 @@ class LocalStack:
             )
             url = f"http://127.0.0.1:{port}"
             self.workers[name] = Proc(name, argv, url, "/health/ready", c.workdir / f"{name}.log")
-        argv = kubechat(
+        argv = kubechat_argv(
             "gateway",
             "--port",
             str(self.gateway_port),
@@ -202,11 +192,12 @@ class LocalStack:
 
     def wait_live(self, count: int, timeout: float = 30.0) -> None:
         """Wait until the gateway sees ``count`` live workers."""
-        deadline = time.monotonic() + timeout
-        while self.live_workers() != count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway does not see {count} live workers")
-            time.sleep(0.1)
+        until(
+            lambda: self.live_workers() == count,
+            timeout,
+            interval=0.1,
+            what=f"the gateway seeing {count} live workers",
+        )
 
     def _spawn(self, p: Proc) -> None:
         with open(p.log, "ab") as out:
@@ -219,27 +210,15 @@ class LocalStack:
             )
 
     def _wait_ready(self, p: Proc) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout
-        while True:
-            if not p.alive():
-                raise RuntimeError(f"{p.name} exited; see {p.log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(p.url + p.ready_path, timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{p.name} not ready; see {p.log}")
-            time.sleep(0.2)
+        try:
+            wait_http(p.url + p.ready_path, self.config.startup_timeout, p.popen)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{p.name}: {exc}; see {p.log}") from exc
 
     @staticmethod
     def _terminate(p: Proc, grace: float) -> None:
-        if p.popen is None or p.popen.poll() is not None:
-            return
-        p.popen.send_signal(signal.SIGTERM)
-        try:
-            p.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.popen.kill()
-            p.popen.wait(5)
+        if p.popen is not None:
+            stop(p.popen, grace)
 
 
 # ---- clients --------------------------------------------------------------------------------

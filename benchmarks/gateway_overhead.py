@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load_client import run
-from processes import cpu_seconds, free_port, gateway, server, worker
+from processes import cpu_seconds, free_port, gateway, running, worker
 
 MODEL = "kubechat-demo"
 
@@ -98,7 +98,10 @@ def relay_cpu(levels: list[int], requests_per_user: int, max_tokens: int) -> int
         leases = work / "leases"
         fake = [sys.executable, str(here / "fake_worker.py"), str(port), str(leases)]
         ready = f"http://127.0.0.1:{port}/health/ready"
-        with server(fake, ready, work / "fake.log"), gateway(leases, work, "bench") as gw:
+        with (
+            running(fake, ready_url=ready, log_path=work / "fake.log", grace=30),
+            gateway(leases, work, "bench") as gw,
+        ):
             asyncio.run(run(gw.url, "bench", concurrency=1, requests=1, max_tokens=8))
             print(
                 f"{'conc':>4} {'chunks':>8} {'chunks/s':>9} {'gateway CPU s':>13} "

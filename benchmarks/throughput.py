@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_model import build
 from load_client import RunResult, run
-from processes import free_port, gateway, server, worker
+from processes import free_port, gateway, running, worker
 
 LEVELS = [1, 4, 16, 32]
 KUBECHAT_WORKER, VIA_GATEWAY, SERVE = (
@@ -104,7 +104,8 @@ def transformers_serve(model_dir: Path, work: Path) -> Iterator[Server | None]:
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        context = server(argv, f"{url}/v1/models", work / "transformers-serve.log", timeout=300)
+        log = work / "transformers-serve.log"
+        context = running(argv, ready_url=f"{url}/v1/models", log_path=log, timeout=300, grace=30)
         context.__enter__()
     except (RuntimeError, TimeoutError) as exc:
         print(f"transformers serve could not run ({exc}); install transformers[serving]")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.chart.chart_tools import CHART, arg_value, one, render, render_text
 from tests.support.kube_server import RunningEmulator, running_emulator
 from tests.support.kube_tools import run_kubectl
 from tests.support.pod_runner import PodRunner
-from tests.support.processes import free_port, kubechat_argv, running
+from tests.support.processes import free_port, kubechat_argv, running, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -60,15 +59,6 @@ _OPERATOR_PORTS = ("--metrics-host=", "--metrics-port=", "--health-host=", "--he
 def _container_args(docs: list[dict], role: str) -> list[str]:
     deployment = one(docs, "Deployment", f"-{role}")
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-
-
-def _until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        time.sleep(0.3)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +154,7 @@ def worker_pod(installed: Installed) -> dict:
             )
         ]
 
-    (pod,) = _until(ready_pods, 300, "a ready worker pod for the chart's ModelDeployment")
+    (pod,) = until(ready_pods, 300, 0.3, "a ready worker pod for the chart's ModelDeployment")
     return pod
 
 
@@ -182,7 +172,7 @@ def test_operator_reconciles_the_charts_model_deployment(
     def status() -> dict:
         return installed.get("modeldeployment", "demo").get("status", {})
 
-    _until(lambda: status().get("readyReplicas") == 1, 60, "status.readyReplicas == 1")
+    until(lambda: status().get("readyReplicas") == 1, 60, 0.3, "status.readyReplicas == 1")
     assert status()["phase"] == "Running"
 
 
@@ -204,7 +194,7 @@ def test_gateway_from_the_chart_answers_with_the_charts_key(
         )
         return response if response.status_code == 200 else None
 
-    response = _until(answer, 60, "the gateway finds the worker")
+    response = until(answer, 60, 0.3, "the gateway finds the worker")
     assert response.json()["choices"][0]["message"]["content"].startswith("K2")
     assert arg_value(_container_args(installed.docs, "gateway"), "--lease-store") == (
         "kubernetes:default"

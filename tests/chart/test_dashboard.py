@@ -21,11 +21,11 @@ import yaml
 
 from kubechat.discovery.local_store import LocalLeaseStore
 from tests.chart.chart_tools import CHART, require_tool
-from tests.chart.prometheus_server import Prometheus, run_prometheus, wait_until
+from tests.chart.prometheus_server import Prometheus, run_prometheus
 from tests.e2e.conftest import Stack, demo_cache, stop_stack
 from tests.support.kube_operator import RunningOperator, create_model_deployment, running_operator
 from tests.support.kube_server import running_emulator
-from tests.support.processes import free_port, kubechat_argv, tail, wait_http
+from tests.support.processes import free_port, kubechat_argv, tail, until, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def _start_stack(demo_model_dir: Path, base: Path) -> Stack:
     stack = Stack(f"http://127.0.0.1:{port}", state, proc, log)
     try:
         wait_http(f"{stack.url}/health", 240, proc)
-        wait_until(lambda: "ready." in log.read_text(), 240, f"kubechat up:\n{tail(log)}")
+        until(lambda: "ready." in log.read_text(), 240, 0.5, f"kubechat up:\n{tail(log)}")
     except Exception:
         stop_stack(proc)
         raise
@@ -122,13 +122,14 @@ def prometheus(
     }
     folder = tmp_path_factory.mktemp("prometheus")
     with run_prometheus(binary, folder, jobs, [CHART / "files" / "alerts.yaml"]) as prom:
-        wait_until(
+        until(
             lambda: (
                 list(prom.targets_up().values()) == ["up"] * 4
                 and prom.query("kubechat_worker_ready")
                 and prom.query("kubechat_operator_reconciles_total")
             ),
             60,
+            0.5,
             f"4 healthy targets: {prom.targets_up()}",
         )
         yield prom
@@ -232,7 +233,7 @@ def test_alert_rules_evaluate_and_stay_quiet_on_a_healthy_stack(
         "KubechatHighErrorRatio",
         "KubechatHeartbeatLost",
     }
-    wait_until(lambda: all(r.get("lastEvaluation") for r in prometheus.rules()), 10, "rules run")
+    until(lambda: all(r.get("lastEvaluation") for r in prometheus.rules()), 10, 0.5, "rules run")
     for rule in prometheus.rules():
         assert rule["health"] == "ok", rule
     firing = {r["name"] for r in prometheus.rules() if r["state"] != "inactive"}

@@ -18,4 +18,3 @@ def test_the_charts_values_are_the_shared_defaults() -> None:
     assert operator["leaseDuration"] == defaults.LEASE_DURATION
     assert operator["drainGrace"] == defaults.DRAIN_GRACE
     assert values["workers"]["port"] == defaults.WORKER_PORT
-

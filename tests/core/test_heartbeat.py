@@ -10,6 +10,7 @@ import pytest
 
 from kubechat.discovery.heartbeat import Heartbeat
 from kubechat.discovery.local_store import LocalLeaseStore
+from tests.support.processes import until_async
 
 
 class FlakyStore(LocalLeaseStore):
@@ -27,24 +28,17 @@ class FlakyStore(LocalLeaseStore):
         super().publish(record)
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_publishes_now_and_then_every_interval(tmp_path, make_record):
     store = LocalLeaseStore(tmp_path)
     load = {"in_flight": 0}
     beat = Heartbeat(store, lambda: make_record("w0", **load), interval=0.05, lease_duration=0.5)
     beat.start()
     try:
-        await wait_until(lambda: store.snapshot())
+        await until_async(lambda: store.snapshot())
         first = store.snapshot()[0]
         assert first.lease_duration == 0.5  # the heartbeat owns the timing fields
         load["in_flight"] = 4
-        await wait_until(lambda: store.snapshot()[0].in_flight == 4)
+        await until_async(lambda: store.snapshot()[0].in_flight == 4)
         assert store.snapshot()[0].renew_time > first.renew_time
         assert store.snapshot()[0].is_live(time.time())
     finally:
@@ -55,7 +49,7 @@ async def test_mark_draining_publishes_at_once_and_stays_draining(tmp_path, make
     store = LocalLeaseStore(tmp_path)
     beat = Heartbeat(store, lambda: make_record("w0"), interval=30.0, lease_duration=60.0)
     beat.start()
-    await wait_until(lambda: store.snapshot())
+    await until_async(lambda: store.snapshot())
     await beat.mark_draining()  # the next scheduled beat is 30 s away: this one is immediate
     (record,) = store.snapshot()
     assert record.draining and not record.is_live(time.time())
@@ -68,7 +62,7 @@ async def test_stop_removes_the_record_and_ends_the_task(tmp_path, make_record):
     store = LocalLeaseStore(tmp_path)
     beat = Heartbeat(store, lambda: make_record("w0"), interval=0.02, lease_duration=1.0)
     beat.start()
-    await wait_until(lambda: store.snapshot())
+    await until_async(lambda: store.snapshot())
     await beat.stop()
     assert store.snapshot() == []
     await asyncio.sleep(0.1)  # no beat after stop brings it back
@@ -81,7 +75,7 @@ async def test_publish_failures_are_logged_and_retried(tmp_path, make_record, ca
     beat = Heartbeat(store, lambda: make_record("w0"), interval=0.02, lease_duration=1.0)
     with caplog.at_level(logging.INFO, logger="kubechat.discovery.heartbeat"):
         beat.start()
-        await wait_until(lambda: store.snapshot())
+        await until_async(lambda: store.snapshot())
         await beat.stop()
     assert store.attempts >= 4 and beat.failures == 3
     messages = [r.getMessage() for r in caplog.records]
@@ -101,7 +95,7 @@ async def test_a_failing_record_maker_does_not_kill_the_task(tmp_path, make_reco
 
     beat = Heartbeat(store, make, interval=0.02, lease_duration=1.0)
     beat.start()
-    await wait_until(lambda: store.snapshot())
+    await until_async(lambda: store.snapshot())
     await beat.stop()
 
 
@@ -119,7 +113,7 @@ async def test_async_writers_are_awaited(make_record):
     writer = AsyncWriter()
     beat = Heartbeat(writer, lambda: make_record("w0"), interval=0.02, lease_duration=1.0)
     beat.start()
-    await wait_until(lambda: "w0" in writer.records)
+    await until_async(lambda: "w0" in writer.records)
     await beat.stop()
     assert writer.records == {}
 

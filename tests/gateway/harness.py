@@ -107,15 +107,3 @@ def gateway(
             store.publish(record(name, addresses[name]))
         url = stack.enter_context(serve(create_app(view, router, config or GatewayConfig())))
         yield Gateway(url, store, router, apps, addresses)
-
-
-def until(check, timeout: float = 5.0, interval: float = 0.05):
-    """Poll ``check`` until it returns something true; return it (AssertionError on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {check}")
-        time.sleep(interval)

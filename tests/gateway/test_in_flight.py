@@ -16,9 +16,10 @@ from kubechat.discovery.live import LiveView
 from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.routing import Router
 from kubechat.upstream import Streaming, Upstream
+from tests.support.processes import until
 from tests.support.stub_workers import serve, stub_app
 
-from .harness import BODY, STREAM, gateway, record, until
+from .harness import BODY, STREAM, gateway, record
 
 
 def test_a_client_leaving_before_the_headers_of_a_complete_answer_frees_the_worker(
@@ -28,7 +29,7 @@ def test_a_client_leaving_before_the_headers_of_a_complete_answer_frees_the_work
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{gw.url}/v1/chat/completions", json=BODY, timeout=0.5)
         assert gw.hits("w") == 1
-        until(lambda: gw.in_flight("w") == 0)
+        until(lambda: gw.in_flight("w") == 0, timeout=5, interval=0.05)
         assert gw.router.in_flight() == {}
 
 
@@ -39,7 +40,7 @@ def test_a_client_leaving_a_stream_before_the_headers_frees_the_worker(tmp_path:
         # the worker answers after 0.5 s, to a gateway whose client is gone: the stream is
         # never relayed, and the worker's connection must still be closed and its count freed
         assert gw.workers["w"].state.closed.wait(5), "the worker's stream was left open"
-        until(lambda: gw.in_flight("w") == 0)
+        until(lambda: gw.in_flight("w") == 0, timeout=5, interval=0.05)
         assert gw.router.in_flight() == {}
 
 

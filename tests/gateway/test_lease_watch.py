@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .harness import BODY, STREAM, Gateway, gateway, record, until
+from tests.support.processes import until
+
+from .harness import BODY, STREAM, Gateway, gateway, record
 
 # the watchdog's interval (1 s) plus slack for a loaded machine
 NOTICED_WITHIN = 2.5
@@ -53,7 +55,7 @@ def test_a_stream_kept_alive_by_a_dead_worker_ends_with_an_error_event(
         assert rest[-1] == "data: [DONE]"
         assert gw.workers["w"].state.closed.wait(5), "the dead worker's connection was kept"
         assert gw.metric('kubechat_gateway_stream_errors_total{model="m",reason="lease_lost"}') == 1
-        until(lambda: gw.router.in_flight() == {})
+        until(lambda: gw.router.in_flight() == {}, timeout=5, interval=0.05)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -72,7 +74,7 @@ def test_a_request_whose_worker_dies_before_answering_is_retried_elsewhere(
 
         client = threading.Thread(target=ask)
         client.start()
-        until(lambda: gw.hits("a-dead") == 1)
+        until(lambda: gw.hits("a-dead") == 1, timeout=5, interval=0.05)
         with gateway(tmp_path / "b", {"b-ok": "ok"}) as other:
             gw.store.publish(record("b-ok", other.addresses["b-ok"]))
             lose_lease(gw, "a-dead", "expired")

@@ -22,6 +22,7 @@ from tests.support.kube_operator import (
     running_operator,
 )
 from tests.support.kube_server import RunningEmulator, kubernetes_client, running_emulator
+from tests.support.processes import until
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "modeldeployment.yaml"
 LABEL = "kubechat.dev/deployment"
@@ -31,14 +32,6 @@ LABEL = "kubechat.dev/deployment"
 def no_gc(tmp_path: Path) -> Iterator[RunningEmulator]:
     with running_emulator(crds=[CRD], directory=tmp_path, garbage_collection=False) as handle:
         yield handle
-
-
-def until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"not after {timeout}s: {what}"
-        time.sleep(0.1)
-    return result
 
 
 def beat(name: str, *, draining: bool = False) -> WorkerRecord:
@@ -73,7 +66,7 @@ def test_deleting_a_deployment_leaves_no_lease_without_garbage_collection(
 
     with running_operator(no_gc.kubeconfig, tmp_path / "operator.log"):
         create_model_deployment(no_gc.kubeconfig, name="gone", replicas=1)
-        (pod,) = until(pod_list, "the operator creates the worker pod")
+        (pod,) = until(pod_list, 30, 0.1, "the operator creates the worker pod")
         name = pod.metadata.name
         # the kubelet binds it (its deletion is then graceful) and the worker starts renewing
         core.patch_namespaced_pod(name, "default", {"spec": {"nodeName": "node-1"}})
@@ -87,8 +80,8 @@ def test_deleting_a_deployment_leaves_no_lease_without_garbage_collection(
         kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(
             GROUP, VERSION, "default", PLURAL, "gone"
         )
-        until(lambda: pod_list()[0].metadata.deletion_timestamp, "the pod is being deleted")
-        until(lambda: not labelled_leases(), "the operator deletes every labelled lease")
+        until(lambda: pod_list()[0].metadata.deletion_timestamp, 30, 0.1, "the pod is deleting")
+        until(lambda: not labelled_leases(), 30, 0.1, "the operator deletes every labelled lease")
 
         # SIGTERM: the worker drains; its draining beats must not bring the lease back
         writer.publish(beat(name, draining=True))
@@ -99,7 +92,7 @@ def test_deleting_a_deployment_leaves_no_lease_without_garbage_collection(
         # there, and the handler's next try (reconcile interval 1 s) deletes the lease again
         writer.publish(beat(name))
         assert labelled_leases() == [name]
-        until(lambda: not labelled_leases(), "a later try deletes the recreated lease")
+        until(lambda: not labelled_leases(), 30, 0.1, "a later try deletes the recreated lease")
         custom = kubernetes.client.CustomObjectsApi(api)
         assert custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
 
@@ -108,6 +101,8 @@ def test_deleting_a_deployment_leaves_no_lease_without_garbage_collection(
             lambda: (
                 not custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"]
             ),
+            30,
+            0.1,
             "the finalizer is released once no pod is left",
         )
         assert labelled_leases() == []

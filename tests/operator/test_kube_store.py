@@ -13,6 +13,7 @@ import pytest
 from kubechat.discovery.kube_store import KubernetesLeaseStore
 from kubechat.discovery.live import LiveView
 from kubechat.discovery.records import WorkerRecord
+from tests.support.processes import until, until_async
 
 
 def make_pod(api: kubernetes.client.ApiClient, name: str, deployment: str) -> dict:
@@ -51,14 +52,6 @@ def record(name: str, deployment: str, **kw) -> WorkerRecord:
     return WorkerRecord(**fields)
 
 
-def until(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"not true after {timeout}s"
-        time.sleep(0.05)
-    return result
-
-
 def test_worker_lease_is_owned_by_its_pod_and_updated_on_renewal(api) -> None:
     pod = make_pod(api, "w1-pod", "store-a")
     store = KubernetesLeaseStore("default", api_client=api, pod_name="w1-pod")
@@ -93,7 +86,10 @@ def test_lease_goes_with_its_pod(api) -> None:
             not leases.list_namespaced_lease(
                 "default", label_selector="kubechat.dev/deployment=store-b"
             ).items
-        )
+        ),
+        timeout=10,
+        interval=0.05,
+        what="the lease of a deleted pod is gone",
     )
 
 
@@ -109,14 +105,11 @@ async def test_discovery_joins_pod_readiness_and_follows_changes(api) -> None:
     await view.start()
     try:
 
-        async def live() -> list[str]:
+        def live() -> list[str]:
             return [r.name for r in view.workers() if r.deployment == "store-c"]
 
         async def wait_for(names: list[str]) -> None:
-            deadline = time.monotonic() + 10
-            while await live() != names:
-                assert time.monotonic() < deadline, f"{await live()} != {names}"
-                await asyncio.sleep(0.05)
+            await until_async(lambda: live() == names, 10, 0.05, f"live workers {names}")
 
         # r2's lease says ready but its pod is not Ready: not routable
         await wait_for(["r1"])
@@ -204,10 +197,12 @@ async def test_discovery_starts_while_the_api_is_unreachable_and_catches_up(tmp_
                 record("late", "store-g", lease_duration=30.0)
             )
             config.host = handle.base_url  # the API server answers from now on
-            deadline = time.monotonic() + 10
-            while [r.name for r in LiveView(reader).workers()] != ["late"]:
-                assert time.monotonic() < deadline, "the reader never caught up"
-                await asyncio.sleep(0.1)
+            await until_async(
+                lambda: [r.name for r in LiveView(reader).workers()] == ["late"],
+                10,
+                0.1,
+                "the reader catching up",
+            )
     finally:
         await reader.stop()
 

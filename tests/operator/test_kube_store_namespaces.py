@@ -4,7 +4,6 @@ workers of a multi-namespace or cluster-wide operator, and follows their changes
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import kubernetes
@@ -14,6 +13,7 @@ from kubechat.discovery.kube_store import ALL_NAMESPACES, KubernetesLeaseStore
 from kubechat.discovery.live import LiveView
 from kubechat.discovery.records import WorkerRecord
 from kubechat.discovery.stores import open_store
+from tests.support.processes import until_async
 
 LABEL = "kubechat.dev/deployment"
 
@@ -107,10 +107,12 @@ async def test_watches_follow_workers_in_every_namespace(api, namespaces: list[s
     try:
 
         async def wait_for(names: set[str]) -> None:
-            deadline = time.monotonic() + 10
-            while (live := {r.name for r in view.workers() if r.deployment == deployment}) != names:
-                assert time.monotonic() < deadline, f"{live} != {names}"
-                await asyncio.sleep(0.05)
+            await until_async(
+                lambda: {r.name for r in view.workers() if r.deployment == deployment} == names,
+                10,
+                0.05,
+                f"live workers {names}",
+            )
 
         await wait_for({f"{deployment}-a"})
         worker(api, "team-b", f"{deployment}-b", deployment)  # arrives through team-b's watch

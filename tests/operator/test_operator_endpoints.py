@@ -5,7 +5,6 @@ flags are usage errors."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tests.support.kube_operator import (
     running_operator,
 )
 from tests.support.kube_server import RunningEmulator, kubernetes_client
-from tests.support.processes import kubechat_argv
+from tests.support.processes import kubechat_argv, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -96,7 +95,7 @@ def test_wanted_models_are_exported_until_their_deployment_goes(
             ),
         )
 
-    eventually(lambda: exported() == (2, 1))
+    until(lambda: exported() == (2, 1), timeout=30, interval=0.2)
     custom.patch_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -105,26 +104,23 @@ def test_wanted_models_are_exported_until_their_deployment_goes(
         "metrics-wanted",
         {"spec": {"replicas": 0, "model": {"names": ["renamed"]}}},
     )
-    eventually(
+    until(
         lambda: (
             operator.value("kubechat_operator_deployment_replicas", **where) == 0
             and operator.value("kubechat_operator_deployment_model_info", **where, model="renamed")
             and exported()[1] is None
-        )
+        ),
+        timeout=30,
+        interval=0.2,
     )
     custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "metrics-wanted")
-    eventually(
+    until(
         lambda: (
             not [key for key in operator.samples() if ("deployment", "metrics-wanted") in key[1]]
-        )
+        ),
+        timeout=30,
+        interval=0.2,
     )
-
-
-def eventually(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not true after {timeout}s"
-        time.sleep(0.2)
 
 
 def test_a_failing_pass_counts_as_an_error() -> None:

@@ -50,18 +50,13 @@ from typing import Any
 
 import kubernetes
 
+from tests.support.processes import free_port
+
 log = logging.getLogger(__name__)
 LOCAL_IP = "127.0.0.1"
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # the kubelet's default
 MESSAGE_BYTES, TAIL_LINES, TAIL_BYTES = 4096, 80, 2048  # what the kubelet keeps
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOCAL_IP, 0))
-        return sock.getsockname()[1]
 
 
 def _now() -> str:

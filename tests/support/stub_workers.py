@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, until
 
 
 def stub_app(behaviour: str, name: str) -> FastAPI:
@@ -134,10 +133,7 @@ def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "stub server did not start"
-        time.sleep(0.01)
+    until(lambda: server.started, 10, 0.01, "the stub server starting")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support.processes import until
 from tests.ui.browser import browser_page
 from tests.ui.conftest import PASSWORD, USER, StubUI
 
@@ -39,10 +40,12 @@ def test_stop_regenerate_and_clear(stub_ui: StubUI) -> None:
         box.press("Enter")
         page.get_by_text("word3").first.wait_for(timeout=30_000)
         page.get_by_role("button", name="Stop").click()
-        deadline = time.monotonic() + 10
-        while stub_ui.worker.state.dropped == dropped:
-            assert time.monotonic() < deadline, "Stop did not end the worker's stream"
-            time.sleep(0.05)
+        until(
+            lambda: stub_ui.worker.state.dropped != dropped,
+            10,
+            0.05,
+            "Stop ending the worker's stream",
+        )
         reply = page.locator(".bot").last
         time.sleep(0.5)  # an update already on its way to the browser may still land
         stopped_at = reply.inner_text()

@@ -3,7 +3,6 @@ readiness on the Kubernetes API (the emulator), as the gateway does, and follows
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from gradio_client import Client
 
 from kubechat.discovery.kube_store import KubernetesLeaseStore
 from tests.support.kube_server import RunningEmulator, kubernetes_client, running_emulator
-from tests.support.processes import free_port, kubechat_argv, running, wait_http
+from tests.support.processes import free_port, kubechat_argv, running, until, wait_http
 from tests.support.stub_workers import serve
 from tests.ui.stub_worker import MODELS, stub_app, stub_record
 
@@ -65,17 +64,11 @@ def test_page_chats_with_a_worker_found_through_leases(
             update = client.predict(None, api_name="/models")
             return [value for _, value in update["choices"]]
 
-        deadline = time.monotonic() + 20
-        while listed() != list(MODELS):
-            assert time.monotonic() < deadline, "the page never listed the Lease's models"
-            time.sleep(0.2)
+        until(lambda: listed() == list(MODELS), 20, 0.2, "the page listing the Lease's models")
         _, window = client.predict("hello", [], "stub-echo", 0.7, 1.0, 16, api_name="/chat")
         assert "You said: hello" in str(window[-1]["content"])
 
         set_ready(api, False)  # the pod stops being Ready: the page stops offering its models
-        deadline = time.monotonic() + 20
-        while listed():
-            assert time.monotonic() < deadline, "a worker whose pod is not Ready stayed listed"
-            time.sleep(0.2)
+        until(lambda: not listed(), 20, 0.2, "the page dropping a worker whose pod is not Ready")
         _, window = client.predict("hello", [], "stub-echo", 0.7, 1.0, 16, api_name="/chat")
         assert "No worker is available" in str(window[-1]["content"])

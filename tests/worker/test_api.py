@@ -498,13 +498,6 @@ def test_remote_code_needs_the_flag(demo_model_dir, tmp_path) -> None:
     assert "trust-remote-code" in (proc.stdout + proc.stderr)
 
 
-def _wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{url}/health/ready").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def _metric_url(url: str, name: str) -> float:
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith(name + " ") or (line.startswith(name + "{") and name.endswith("}")):
