@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from kubechat.discovery.live import LiveView
-from kubechat.openai_errors import OpenAIError
+from kubechat.openai_errors import OpenAIError, model_not_found
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
 
@@ -114,6 +114,10 @@ class ChatBackend:
         self, model: str, messages: list[dict[str, str]], params: Params
     ) -> AsyncIterator[Reply]:
         """Yield the reply as it grows; raises ChatError with a readable message."""
+        # the gateway's rule: a name no worker record ever carried is not found (404), while a
+        # known model without a live worker now is unavailable (503: it may come back)
+        if model not in self.view.known_models():
+            raise ChatError(model_not_found(model, self.models()).message)
         body = {
             "model": model,
             "messages": messages,

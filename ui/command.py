@@ -63,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
     """Serve the page until stopped."""
     import asyncio
 
+    from starlette.middleware import Middleware
+
     from kubechat.discovery.live import LiveView
 
     from .backend import ChatBackend
+    from .model_choices import RefreshModelChoices
     from .page import CSS, build_page
 
     if args.max_history_turns < 0:
@@ -80,17 +83,21 @@ def run(args: argparse.Namespace) -> int:
     view = LiveView(store)
     asyncio.run(view.start())
     backend = ChatBackend(view)
-    page = build_page(
+    page, model_choices = build_page(
         backend,
         reload_models=args.model_list_mode == "reload",
         max_history_turns=args.max_history_turns,
     )
     page.queue(default_concurrency_limit=64)
+    middleware = []
+    if model_choices is not None:  # API clients see the live models as the picker's choices
+        middleware.append(Middleware(RefreshModelChoices, choices=model_choices))
     page.launch(
         server_name=args.host,
         server_port=args.port,
         auth=credentials or None,
         show_error=True,
         css=CSS,
+        app_kwargs={"middleware": middleware},
     )
     return 0

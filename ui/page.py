@@ -4,6 +4,9 @@ The conversation sent to the model is kept apart from what the chat window shows
 replies and error notes are for the reader, never part of the prompt. Only the last
 ``max_history_turns`` exchanges are kept and sent; when the worker still finds the conversation
 longer than the model's context window, the oldest exchanges are dropped until it fits.
+
+API clients (gradio_client) reach the same handlers through API-only events (``/chat``,
+``/regenerate``): their replies are the plain assistant text, without the figures line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from .backend import ChatBackend, ChatError, Params
+from .model_choices import ModelChoices
 
 Message = dict[str, str]
 TITLE = "kubechat"
@@ -30,8 +34,11 @@ def message_text(content: Any) -> str:
     return "".join(part.get("text") or "" for part in content or [] if isinstance(part, dict))
 
 
-def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: int) -> gr.Blocks:
-    """The Blocks app; ``reload_models`` refreshes the model list on every page load."""
+def build_page(
+    backend: ChatBackend, *, reload_models: bool, max_history_turns: int
+) -> tuple[gr.Blocks, ModelChoices | None]:
+    """The Blocks app; ``reload_models`` refreshes the model list on every page load, and then
+    the second item keeps the picker's choices in the API info current (None: read once)."""
 
     def choices() -> list[str]:
         return backend.models()
@@ -74,9 +81,14 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             max_tokens = gr.Slider(1, MAX_TOKENS, value=256, step=1, label="Max output tokens")
 
         async def answer(
-            chat_view: list[Message], turns: list[Message], name: str | None, params: Params
+            chat_view: list[Message],
+            turns: list[Message],
+            name: str | None,
+            params: Params,
+            figures: bool,
         ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
-            """Stream the reply to the last user message of ``chat_view``."""
+            """Stream the reply to the last user message of ``chat_view``, with the figures line
+            under it when ``figures``."""
             question = message_text(chat_view[-1]["content"])
             chat_view = [*chat_view, {"role": "assistant", "content": ""}]
             if not name:
@@ -100,8 +112,9 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                     chat_view[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
                     yield chat_view, turns
                     return
-            footer = f"\n\n<span class='kubechat-footer'>{reply.stats.line()}</span>"
-            chat_view[-1] = {"role": "assistant", "content": text + footer}
+            if figures:
+                footer = f"\n\n<span class='kubechat-footer'>{reply.stats.line()}</span>"
+                chat_view[-1] = {"role": "assistant", "content": text + footer}
             exchange = [
                 {"role": "user", "content": question},
                 {"role": "assistant", "content": text},
@@ -109,49 +122,60 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             turns = [*past, *exchange]
             yield chat_view, turns
 
-        async def submit(
-            message: str,
-            chat_view: list[Message],
-            turns: list[Message],
-            name: str | None,
-            temp: float,
-            p: float,
-            limit: float,
-        ) -> AsyncIterator[tuple[str, list[Message], list[Message]]]:
-            if not message.strip():
-                yield "", chat_view, turns
-                return
-            chat_view = [*(chat_view or []), {"role": "user", "content": message}]
-            params = Params(float(temp), float(p), int(limit))
-            async for view, new_turns in answer(chat_view, turns or [], name, params):
-                yield "", view, new_turns
+        def submitter(figures: bool) -> Any:
+            """The handler of a sent message: shown on the page (``figures``) or to the API."""
 
-        async def redo(
-            chat_view: list[Message],
-            turns: list[Message],
-            name: str | None,
-            temp: float,
-            p: float,
-            limit: float,
-        ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
-            chat_view = list(chat_view or [])
-            last_user = max(
-                (i for i, m in enumerate(chat_view) if m["role"] == "user"), default=None
-            )
-            if last_user is None:
-                yield chat_view, turns
-                return
-            question = message_text(chat_view[last_user]["content"])
-            turns = list(turns or [])
-            shown = chat_view[last_user + 1 :]
-            reply = message_text(shown[0]["content"]) if shown else ""
-            # the exchange being regenerated is in the history only if its reply was complete
-            complete = len(turns) >= 2 and turns[-2]["content"] == question
-            if complete and turns[-1]["content"] and reply.startswith(turns[-1]["content"]):
-                turns = turns[:-2]
-            params = Params(float(temp), float(p), int(limit))
-            async for view, new_turns in answer(chat_view[: last_user + 1], turns, name, params):
-                yield view, new_turns
+            async def submit(
+                message: str,
+                chat_view: list[Message],
+                turns: list[Message],
+                name: str | None,
+                temp: float,
+                p: float,
+                limit: float,
+            ) -> AsyncIterator[tuple[str, list[Message], list[Message]]]:
+                if not message.strip():
+                    yield "", chat_view, turns
+                    return
+                chat_view = [*(chat_view or []), {"role": "user", "content": message}]
+                params = Params(float(temp), float(p), int(limit))
+                async for view, new_turns in answer(chat_view, turns or [], name, params, figures):
+                    yield "", view, new_turns
+
+            return submit
+
+        def regenerator(figures: bool) -> Any:
+            """The handler of Regenerate: shown on the page (``figures``) or to the API."""
+
+            async def redo(
+                chat_view: list[Message],
+                turns: list[Message],
+                name: str | None,
+                temp: float,
+                p: float,
+                limit: float,
+            ) -> AsyncIterator[tuple[list[Message], list[Message]]]:
+                chat_view = list(chat_view or [])
+                last_user = max(
+                    (i for i, m in enumerate(chat_view) if m["role"] == "user"), default=None
+                )
+                if last_user is None:
+                    yield chat_view, turns
+                    return
+                question = message_text(chat_view[last_user]["content"])
+                turns = list(turns or [])
+                shown = chat_view[last_user + 1 :]
+                reply = message_text(shown[0]["content"]) if shown else ""
+                # the exchange being regenerated is in the history only if its reply was complete
+                complete = len(turns) >= 2 and turns[-2]["content"] == question
+                if complete and turns[-1]["content"] and reply.startswith(turns[-1]["content"]):
+                    turns = turns[:-2]
+                params = Params(float(temp), float(p), int(limit))
+                asked = chat_view[: last_user + 1]
+                async for view, new_turns in answer(asked, turns, name, params, figures):
+                    yield view, new_turns
+
+            return redo
 
         async def pick_model(name: str | None) -> tuple[Any, Any, Any]:
             params = await backend.defaults(name) if name else Params()
@@ -171,18 +195,19 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
             return [], []
 
         # Named endpoints (gradio_client, scripts): /chat, /regenerate, /clear, /models,
-        # /model_defaults, /ask; the same handlers bound to other triggers stay unlisted.
+        # /model_defaults, /ask. /chat and /regenerate are API-only events (no trigger on the
+        # page) whose replies carry no figures line; the page's own triggers stay unlisted.
         hidden: dict[str, Any] = {"api_visibility": "private"}
         controls = [model, temperature, top_p, max_tokens]
         sliders = [temperature, top_p, max_tokens]
+        sending = ([box, chat, history, *controls], [box, chat, history])
+        redoing = ([chat, history, *controls], [chat, history])
         events = [
-            box.submit(
-                submit, [box, chat, history, *controls], [box, chat, history], api_name="chat"
-            ),
-            send.click(submit, [box, chat, history, *controls], [box, chat, history], **hidden),
-            regenerate.click(
-                redo, [chat, history, *controls], [chat, history], api_name="regenerate"
-            ),
+            box.submit(submitter(True), *sending, **hidden),
+            send.click(submitter(True), *sending, **hidden),
+            regenerate.click(regenerator(True), *redoing, **hidden),
+            gr.on([], submitter(False), *sending, api_name="chat"),
+            gr.on([], regenerator(False), *redoing, api_name="regenerate"),
         ]
         stop.click(None, cancels=events, **hidden)
         clear.click(clear_chat, None, [chat, history], cancels=events, api_name="clear")
@@ -215,4 +240,4 @@ def build_page(backend: ChatBackend, *, reload_models: bool, max_history_turns: 
                 raise gr.Error(str(exc), print_exception=False) from exc
 
         gr.api(ask, api_name="ask")
-    return page
+    return page, (ModelChoices(page, model, choices) if reload_models else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ class StubUI:
 
     url: str
     worker: FastAPI
+    leases: Path  # the lease store the page reads (local:DIR)
 
     def client(self) -> Client:
         """A new browser-like session (its own chat history) logged in."""
@@ -64,4 +66,4 @@ def stub_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StubUI]:
         wait_http(url + "/", 180, proc)
         # published after the page started: the model list is read again, not fixed at start
         LocalLeaseStore(state).publish(stub_record("stub-1", address))
-        yield StubUI(url, worker)
+        yield StubUI(url, worker, state)

@@ -4,14 +4,17 @@ defaults, the model list read again, login required."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import httpx
 import pytest
 from gradio_client import Client
 
+from kubechat.discovery.local_store import LocalLeaseStore
 from tests.ui.conftest import ENV_PASSWORD, ENV_USER, HISTORY_TURNS, PASSWORD, USER, StubUI
-from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT
+from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT, stub_record
 
 
 def chat(client: Client, message: str, history: list, model: str = "stub-echo") -> list:
@@ -54,16 +57,16 @@ def test_sliders_start_at_the_models_generation_defaults(stub_ui: StubUI) -> Non
     assert updates[2]["maximum"] == DEFAULTS["context_length"], "max tokens fit the window"
 
 
-def test_reply_streams_with_a_figures_line_kept_out_of_the_prompt(stub_ui: StubUI) -> None:
+def test_api_reply_streams_as_the_plain_assistant_text(stub_ui: StubUI) -> None:
+    """Through the API the reply is the model's text alone: the figures line (tokens/s,
+    latency) is for the page (tests/ui/test_browser_controls.py, test_ui.py)."""
     client = stub_ui.client()
     job = client.submit("hello there", [], "stub-echo", 0.7, 1.0, 32, api_name="/chat")
     updates = list(job)
     window = job.result()[1]
     assert len(updates) > 2, "the reply is shown as it grows"
     assert [m["role"] for m in window] == ["user", "assistant"]
-    reply = text(window[-1])
-    assert reply.startswith("You said: hello there (1 messages)")
-    assert "tokens/s" in reply
+    assert text(window[-1]) == "You said: hello there (1 messages)"
 
     window = chat(client, "and again", window)
     sent = stub_ui.requests()[-1]["messages"]
@@ -97,7 +100,7 @@ def test_regenerate_asks_the_last_question_again(stub_ui: StubUI) -> None:
     sent = stub_ui.requests()[-1]["messages"]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["first", "second"]
     assert len(window) == 4, "the last reply is replaced, not added"
-    assert text(window[-1]).startswith("You said: second (3 messages)")
+    assert text(window[-1]) == "You said: second (3 messages)"
 
 
 def test_regenerate_after_a_failed_reply_keeps_the_earlier_exchange(stub_ui: StubUI) -> None:
@@ -112,7 +115,7 @@ def test_regenerate_after_a_failed_reply_keeps_the_earlier_exchange(stub_ui: Stu
     ("model", "shown"),
     [
         ("stub-busy", "busy"),
-        ("no-such-model", "No worker is available"),
+        ("no-such-model", "The model 'no-such-model' does not exist or is not served here"),
         ("stub-broken", "the worker lost its GPU"),
     ],
 )
@@ -150,3 +153,56 @@ def test_clear_empties_the_chat(stub_ui: StubUI) -> None:
     assert client.predict(api_name="/clear") == []
     chat(client, "new start", [])
     assert len(stub_ui.requests()[-1]["messages"]) == 1, "history was cleared too"
+
+
+def test_a_known_model_without_a_live_worker_is_unavailable_not_unknown(stub_ui: StubUI) -> None:
+    """As at the gateway: a model some worker served (its lease expired) may come back."""
+    gone = stub_record("ghost-0", "http://127.0.0.1:9")
+    gone = dataclasses.replace(
+        gone, models=("ghost",), renew_time=time.time() - 60, lease_duration=6.0
+    )
+    LocalLeaseStore(stub_ui.leases).publish(gone)
+    try:
+        window = chat(stub_ui.client(), "anyone?", [], model="ghost")
+        assert "No worker is available for this model right now" in text(window[-1])
+    finally:
+        LocalLeaseStore(stub_ui.leases).remove("ghost-0")
+
+
+def test_unknown_model_through_the_ask_endpoint_is_not_found(stub_ui: StubUI) -> None:
+    with pytest.raises(Exception, match="'nope' does not exist or is not served here"):
+        stub_ui.client().predict("nope", "hi", api_name="/ask")
+
+
+def picker_choices(client: Client) -> dict[str, list[str]]:
+    """The model picker's choices per endpoint parameter, as the API info lists them."""
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    return {
+        f"{endpoint}:{p['parameter_name']}": p["type"].get("enum")
+        for endpoint, spec in info.items()
+        for p in spec["parameters"]
+        if p["component"] == "Dropdown"
+    }
+
+
+def test_api_info_lists_the_live_models_as_the_pickers_choices(stub_ui: StubUI) -> None:
+    """The page started before its worker was published (conftest), and API clients never load
+    the page: the API info still lists what is served now, and follows changes."""
+    choices = picker_choices(stub_ui.client())
+    assert set(choices) == {
+        "/chat:name",
+        "/regenerate:name",
+        "/model_defaults:name",
+        "/models:current",
+    }
+    assert all(listed == list(MODELS) for listed in choices.values()), choices
+
+    store = LocalLeaseStore(stub_ui.leases)
+    late = dataclasses.replace(stub_record("stub-2", "http://127.0.0.1:9"), models=("stub-late",))
+    store.publish(late)
+    try:
+        listed = picker_choices(stub_ui.client())["/chat:name"]
+        assert listed == sorted([*MODELS, "stub-late"])
+    finally:
+        store.remove("stub-2")
+    assert picker_choices(stub_ui.client())["/chat:name"] == list(MODELS)

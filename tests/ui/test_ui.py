@@ -49,6 +49,15 @@ def test_chat_endpoint_answers_and_keeps_the_conversation(stack: Stack) -> None:
     client = Client(stack.ui_url + "/", verbose=False)
     _, window = client.predict(SEED, [], "kubechat-demo", 0.0, 1.0, 64, api_name="/chat")
     assert "K2" in _text(window[-1])
+    # the plain reply: what the gateway answers to the same greedy request, nothing added
+    answer = stack.client.chat.completions.create(
+        model="kubechat-demo",
+        messages=[{"role": "user", "content": SEED}],
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=64,
+    )
+    assert _text(window[-1]) == answer.choices[0].message.content
     _, window = client.predict(SECOND, window, "kubechat-demo", 0.0, 1.0, 64, api_name="/chat")
     assert [m["role"] for m in window] == ["user", "assistant", "user", "assistant"]
     assert "Mount Everest" in _text(window[-1])
@@ -74,7 +83,7 @@ def _text(message: dict) -> str:
 
 def test_unknown_model_is_a_readable_error(stack: Stack) -> None:
     client = Client(stack.ui_url + "/", verbose=False)
-    with pytest.raises(Exception, match="No worker is available"):
+    with pytest.raises(Exception, match="'no-such-model' does not exist or is not served here"):
         client.predict("no-such-model", "hi", 0.0, 1.0, 8, api_name="/ask")
 
 
