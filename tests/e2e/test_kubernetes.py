@@ -49,8 +49,9 @@ def test_lifecycle(cluster: Cluster) -> None:
 
     table = cluster.kubectl("get", "md")
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "MODEL", "GPUS", "REPLICAS", "READY", "PHASE", "AGE"], table
-    assert table.splitlines()[1].split()[:6] == ["demo", "kubechat:demo", "0", "1", "1", "Running"]
+    assert header == ["NAME", "MODEL", "GPUS", "REPLICAS", "DESIRED", "READY", "PHASE", "AGE"]
+    row = table.splitlines()[1].split()[:7]
+    assert row == ["demo", "kubechat:demo", "0", "1", "1", "1", "Running"]
 
     # scale to 2: both workers take requests
     cluster.kubectl("scale", "md/demo", "--replicas=2")
