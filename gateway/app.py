@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from kubechat.asgi_limits import BodyLimit, HeaderLimit, http_error
-from kubechat.cold_start import ColdStarts
+from kubechat.cold_start import HOLD_TIMEOUT, ColdStarts
 from kubechat.discovery.demand import Demand
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import ASGIResponse, OpenAIError, error_response, validation_error
@@ -53,7 +53,7 @@ class GatewayConfig:
     cors_origins: list[str] = field(default_factory=list)
     # how long a request for an autoscaled model with no live worker waits for one to start
     # (then 503); 0 answers 503 at once
-    hold_timeout: float = 300.0
+    hold_timeout: float = HOLD_TIMEOUT
 
 
 def create_app(

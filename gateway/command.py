@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 from kubechat.cli import UsageError
+from kubechat.cold_start import HOLD_TIMEOUT
 from kubechat.discovery.stores import STORE_HELP, open_store
 
 
@@ -69,7 +70,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     u.add_argument(
         "--hold-timeout",
         type=float,
-        default=300.0,
+        default=HOLD_TIMEOUT,
         help="seconds a request for an autoscaled model with no live worker waits for one to "
         "start (scale from zero) before it gets 503; 0: answer 503 at once",
     )

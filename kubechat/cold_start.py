@@ -22,6 +22,8 @@ from .openai_errors import unavailable
 
 log = logging.getLogger(__name__)
 
+HOLD_TIMEOUT = 300.0  # seconds; the gateway's --hold-timeout and the chat page's default
+
 
 class ColdStartObserver(Protocol):
     """What a caller may count about held requests (the gateway exports it as metrics)."""
@@ -64,7 +66,7 @@ class ColdStarts:
         self.demand = demand
         self.hold_timeout = hold_timeout
         self.observer = observer or _NotObserved()
-        self.poll = poll
+        self.poll = poll  # how often a held request looks for a live worker
         self.renew = renew
         self._since: dict[str, float] = {}  # model -> when its first waiting request came
         self._waiting: dict[str, int] = {}  # model -> requests held now
@@ -75,6 +77,12 @@ class ColdStarts:
         if self.demand is None or self.hold_timeout <= 0:
             return None
         return self.demand.deployment_for(model)
+
+    def models(self) -> list[str]:
+        """The models whose requests may be held (those of autoscaled deployments), sorted."""
+        if self.demand is None or self.hold_timeout <= 0:
+            return []
+        return self.demand.models()
 
     def starting(self, model: str) -> bool:
         """Whether a request for ``model`` now would wait for a worker to start."""

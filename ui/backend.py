@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from kubechat.cold_start import ColdStarts
 from kubechat.discovery.live import LiveView
 from kubechat.openai_errors import OpenAIError, model_not_found
 from kubechat.routing import Router
 from kubechat.upstream import Buffered, RetryPolicy, Timeouts, Upstream
+
+STARTING = (
+    "⏳ The model is starting (it was scaled to zero): the answer follows as soon as its "
+    "worker is ready."
+)
 
 
 class ChatError(Exception):
@@ -71,8 +77,16 @@ class Reply:
 class ChatBackend:
     """Models and streamed chat completions over the live workers of ``view``."""
 
-    def __init__(self, view: LiveView, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        view: LiveView,
+        policy: RetryPolicy | None = None,
+        cold_starts: ColdStarts | None = None,
+    ) -> None:
+        """``cold_starts``: how a question for an autoscaled model with no worker running
+        waits for one (None: it gets the no-worker error at once)."""
         self.view = view
+        self.cold_starts = cold_starts
         self.router = Router(view)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0)
@@ -85,8 +99,10 @@ class ChatBackend:
         )
 
     def models(self) -> list[str]:
-        """Names served by live workers now."""
-        return self.view.models()
+        """Names served by live workers now, and those of autoscaled deployments (a question
+        for one at zero workers starts one)."""
+        autoscaled = self.cold_starts.models() if self.cold_starts else []
+        return sorted({*self.view.models(), *autoscaled})
 
     async def defaults(self, model: str) -> Params:
         """The model's generation defaults, read from one of its workers (fallback: ours)."""
@@ -116,8 +132,16 @@ class ChatBackend:
         """Yield the reply as it grows; raises ChatError with a readable message."""
         # the gateway's rule: a name no worker record ever carried is not found (404), while a
         # known model without a live worker now is unavailable (503: it may come back)
-        if model not in self.view.known_models():
+        cold = self.cold_starts
+        autoscaled = cold is not None and cold.deployment_for(model) is not None
+        if model not in self.view.known_models() and not autoscaled:
             raise ChatError(model_not_found(model, self.models()).message)
+        if cold is not None and cold.starting(model):
+            yield Reply(text=STARTING)  # shown until the first token replaces it
+            try:
+                await cold.wait(model)
+            except OpenAIError as exc:
+                raise _chat_error(exc.status, exc.message) from exc
         body = {
             "model": model,
             "messages": messages,

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from kubechat.cli import UsageError
+from kubechat.cold_start import HOLD_TIMEOUT
 from kubechat.discovery.stores import STORE_HELP, open_store
 
 
@@ -33,6 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="require a login (repeatable; also $KUBECHAT_UI_AUTH, comma-separated)",
     )
     parser.add_argument("--auth-file", type=Path, help="file with one USER:PASSWORD per line")
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=HOLD_TIMEOUT,
+        help="seconds a question for an autoscaled model with no worker running waits for one "
+        "to start (the page says the model is starting); 0: the no-worker error at once",
+    )
     parser.add_argument(
         "--max-history-turns",
         type=int,
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     from starlette.middleware import Middleware
 
+    from kubechat.cold_start import ColdStarts
+    from kubechat.discovery.demand import open_demand
     from kubechat.discovery.live import LiveView
 
     from .backend import ChatBackend
@@ -73,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_history_turns < 0:
         raise UsageError("--max-history-turns must be >= 0")
+    if args.hold_timeout < 0:
+        raise UsageError("--hold-timeout must be >= 0")
     credentials = parse_credentials(args.auth, args.auth_file)
     try:
         store = open_store(args.lease_store, reader=True)
@@ -82,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("the UI needs a lease store to find workers (local:DIR or kubernetes)")
     view = LiveView(store)
     asyncio.run(view.start())
-    backend = ChatBackend(view)
+    demand = open_demand(store)
+    if hasattr(demand, "start"):  # Kubernetes: lists ModelDeployments in the background
+        asyncio.run(demand.start())
+    backend = ChatBackend(view, cold_starts=ColdStarts(view, demand, args.hold_timeout))
     page, model_choices = build_page(
         backend,
         reload_models=args.model_list_mode == "reload",

@@ -53,6 +53,10 @@ class Demand(Protocol):
         """The autoscaled deployment serving ``model``, if any."""
         ...
 
+    def models(self) -> list[str]:
+        """Every model name of an autoscaled deployment, sorted."""
+        ...
+
     async def want(self, deployment: ScalableDeployment) -> None:
         """Say that ``deployment``'s model is wanted now."""
         ...
@@ -113,10 +117,18 @@ class LocalDemand(_Catalogue):
     def deployment_for(self, model: str) -> ScalableDeployment | None:
         """The autoscaled deployment serving ``model`` (the folder re-read at most once per
         ``refresh_seconds``)."""
+        self._refresh()
+        return super().deployment_for(model)
+
+    def models(self) -> list[str]:
+        """Every model name of an autoscaled deployment, sorted."""
+        self._refresh()
+        return super().models()
+
+    def _refresh(self) -> None:
         if time.monotonic() - self._read_at >= self.refresh_seconds:
             self._read_at = time.monotonic()
             self._replace(self._declared())
-        return super().deployment_for(model)
 
     def _declared(self) -> list[ScalableDeployment]:
         out = []
