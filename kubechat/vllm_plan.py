@@ -18,6 +18,8 @@ from .spec import ModelDeployment, VllmSpec, quantity_value
 VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # In a pod: vLLM listens on the worker port (the lease's address); the agent's health here.
 AGENT_PORT = 8001
+# The operator's vLLM image (its --vllm-image); the chart passes the one its values pin.
+DEFAULT_VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.32.0"
 
 # Run by vLLM's own Python when gpuMemoryUtilization comes from maxGpuMemory: the share needs the
 # GPU's size, known only where it runs. argv: the cap in bytes, the server module, its flags.

@@ -8,6 +8,7 @@ import sys
 
 from kubechat.cli import UsageError
 from kubechat.defaults import DRAIN_GRACE, LEASE_DURATION, LEASE_RENEW_INTERVAL
+from kubechat.vllm_plan import DEFAULT_VLLM_IMAGE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--worker-image",
         default=os.environ.get("KUBECHAT_WORKER_IMAGE", "ghcr.io/kubechat/kubechat:0.1.0"),
         help="container image of worker pods (also $KUBECHAT_WORKER_IMAGE)",
+    )
+    parser.add_argument(
+        "--vllm-image",
+        default=os.environ.get("KUBECHAT_VLLM_IMAGE", DEFAULT_VLLM_IMAGE),
+        help="vLLM's image in pods of deployments with engine: vllm, unless spec.vllm.image "
+        "names one (also $KUBECHAT_VLLM_IMAGE)",
     )
     parser.add_argument(
         "--worker-image-pull-secret",
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ControllerSettings(
         pods=PodSettings(
             image=args.worker_image,
+            vllm_image=args.vllm_image,
             image_pull_secrets=tuple(args.worker_image_pull_secret),
             service_account=args.worker_service_account,
             drain_grace=args.drain_grace,

@@ -12,6 +12,9 @@ from kubechat.discovery.records import DEPLOYMENT_LABEL
 from kubechat.load_failure import TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH
 from kubechat.plan import WorkerLaunch, WorkerPlan, worker_command_args
 from kubechat.spec import API_VERSION, KIND
+from kubechat.vllm_plan import AGENT_PORT, DEFAULT_VLLM_IMAGE
+
+from .vllm_pods import SHM_VOLUME, VLLM_PRESTOP_SECONDS, vllm_containers
 
 TEMPLATE_HASH_LABEL = "kubechat.dev/template-hash"
 CACHE_DIR = "/var/cache/kubechat"  # writable emptyDir: demo model, remote-code modules, hub cache
@@ -28,6 +31,7 @@ class PodSettings:
     """What the operator adds to every worker pod (from its flags)."""
 
     image: str = "ghcr.io/kubechat/kubechat:0.1.0"
+    vllm_image: str = DEFAULT_VLLM_IMAGE  # engine: vllm, unless spec.vllm.image names another
     service_account: str = "kubechat-worker"
     drain_grace: int = DRAIN_GRACE
     lease_renew_interval: float = LEASE_RENEW_INTERVAL
@@ -70,7 +74,7 @@ def render_pod(
     """The Pod for one replica; ``owner`` is the ModelDeployment (metadata with uid)."""
     launch = WorkerLaunch(
         host="0.0.0.0",
-        port=WORKER_PORT,
+        port=AGENT_PORT if plan.vllm else WORKER_PORT,
         lease_store="kubernetes",
         lease_renew_interval=settings.lease_renew_interval,
         lease_duration=settings.lease_duration,
@@ -144,6 +148,13 @@ def render_pod(
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    containers = [container]
+    grace = settings.drain_grace + 15
+    if plan.vllm is not None:
+        image = plan.vllm.image or settings.vllm_image
+        containers = vllm_containers(plan, launch, container, image, settings.startup_seconds)
+        volumes.append(dict(SHM_VOLUME))
+        grace += VLLM_PRESTOP_SECONDS
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -164,7 +175,7 @@ def render_pod(
         "spec": {
             "serviceAccountName": settings.service_account,
             "automountServiceAccountToken": True,
-            "terminationGracePeriodSeconds": settings.drain_grace + 15,
+            "terminationGracePeriodSeconds": grace,
             "restartPolicy": "Always",
             "securityContext": {
                 "runAsNonRoot": True,
@@ -173,7 +184,7 @@ def render_pod(
                 "fsGroup": RUN_AS,
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
-            "containers": [container],
+            "containers": containers,
             "volumes": volumes,
             **plan.scheduling.pod_fields(),
             **(

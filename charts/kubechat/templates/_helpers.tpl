@@ -44,6 +44,15 @@ kubernetes:{{ include "kubechat.watchNamespaces" . | fromJsonArray | join "," }}
 {{- end }}
 {{- end }}
 
+{{/* vLLM's image for engine: vllm worker pods: the digest when given, else the tag. */}}
+{{- define "kubechat.vllmImage" -}}
+{{- if .Values.vllm.image.digest }}
+{{- printf "%s@%s" .Values.vllm.image.repository .Values.vllm.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.vllm.image.repository .Values.vllm.image.tag }}
+{{- end }}
+{{- end }}
+
 {{/* Labels of every object; call with (dict "root" $ "component" "gateway"). */}}
 {{- define "kubechat.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
