@@ -44,6 +44,7 @@ from .engine import (
     TokenLogprob,
     queued_steps,
 )
+from .grammar import GrammarError, Matcher, mask_logits
 from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
 from .sampling import new_generator, pick_token, token_logprobs
 from .serial_engine import SerialEngine, cache_argument, output_cache
@@ -68,6 +69,7 @@ class _Seq:
     done: bool = False
     #: the prompt's logprobs, filled chunk by chunk while prefilling (when asked for)
     prompt_logprobs: list[TokenLogprob | None] | None = None
+    matcher: Matcher | None = None  # where the sequence is in its grammar, if it has one
 
     @property
     def reserved(self) -> int:
@@ -81,6 +83,7 @@ class _Seq:
             p.greedy
             and p.repetition_penalty == 1.0
             and not (p.presence_penalty or p.frequency_penalty)
+            and self.matcher is None
         )
 
 
@@ -409,6 +412,8 @@ class BatchingEngine(Engine):
             seq.seen = list(prompt)
             if seq.request.prompt_logprobs is not None:
                 seq.prompt_logprobs = [None]  # nothing predicts the first token
+            if seq.request.grammar is not None:
+                seq.matcher = seq.request.grammar.matcher()
             params = seq.request.sampling
             seq.generator = None if params.greedy else new_generator(params, self._device)
         self._cohort = _Cohort(chosen, ids.to(self._device), mask.to(self._device))
@@ -516,12 +521,22 @@ class BatchingEngine(Engine):
         return out
 
     def _pick(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
-        """One token per row: one arg-max for the plain greedy rows, ``pick_token`` for others."""
+        """One token per row: one arg-max for the plain greedy rows, ``pick_token`` for others,
+        after one grammar mask over the rows that have a grammar."""
         tokens = logits.argmax(dim=-1).tolist()
+        constrained = [i for i, seq in enumerate(seqs) if seq.matcher is not None]
+        masked = {}
+        if constrained:
+            rows = mask_logits(logits[constrained], [seqs[i].matcher for i in constrained])
+            masked = dict(zip(constrained, rows, strict=True))
         for row, seq in enumerate(seqs):
             if not seq.plain_greedy:
                 tokens[row] = pick_token(
-                    logits[row], seq.request.sampling, seq.generator, seq.seen, seq.generated
+                    masked.get(row, logits[row]),
+                    seq.request.sampling,
+                    seq.generator,
+                    seq.seen,
+                    seq.generated,
                 )
         return tokens
 
@@ -537,9 +552,15 @@ class BatchingEngine(Engine):
         if request.max_new_tokens <= 0:  # the prompt scored, nothing generated
             self._outbox.put(seq, Step(None, "length", **first))
             return False
-        if token in request.stop_token_ids:
+        if token in request.stop_token_ids or (seq.matcher and seq.matcher.ends_with(token)):
             self._outbox.put(seq, Step(None, "stop", **first))
             return False
+        if seq.matcher is not None:
+            try:
+                seq.matcher.advance(token)
+            except GrammarError as exc:  # this sequence fails; the batch decodes on
+                self._outbox.put(seq, exc)
+                return False
         seq.generated.append(token)
         seq.seen.append(token)
         last = len(seq.generated) >= request.max_new_tokens

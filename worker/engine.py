@@ -12,6 +12,10 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .grammar import Grammar
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class GenerationRequest:
     ``logprobs`` asks for each generated token's log-probability and its ``logprobs`` most
     likely alternatives; ``prompt_logprobs`` the same for the prompt's tokens (the first has none:
     nothing predicts it). Both are None when not wanted. With ``prompt_logprobs`` set,
-    ``max_new_tokens`` may be 0: the prompt is scored and nothing generated.
+    ``max_new_tokens`` may be 0: the prompt is scored and nothing generated. ``grammar``
+    constrains every token to what it allows (the sequence ends when it is complete).
     """
 
     prompt_ids: list[int]
@@ -50,6 +55,7 @@ class GenerationRequest:
     request_id: str = ""
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    grammar: Grammar | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_steps
+from .grammar import mask_logits
 from .sampling import new_generator, pick_token, prompt_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class SerialEngine(Engine):
         input_ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self._device)
         past = None
         first: dict = {}  # what the first step carries besides its token (prompt logprobs)
+        matcher = req.grammar.matcher() if req.grammar is not None else None
         for i in range(max(1, req.max_new_tokens)):
             if job.cancelled.is_set():
                 return
@@ -143,10 +145,13 @@ class SerialEngine(Engine):
                 job.emit(Step(None, "length", **first))
                 return
             logits = out.logits[0, -1]
-            token = pick_token(logits, params, generator, seen, generated)
-            if token in req.stop_token_ids:
+            allowed = logits if matcher is None else mask_logits(logits[None], [matcher])[0]
+            token = pick_token(allowed, params, generator, seen, generated)
+            if token in req.stop_token_ids or (matcher and matcher.ends_with(token)):
                 job.emit(Step(None, "stop", **first))
                 return
+            if matcher is not None:
+                matcher.advance(token)
             logprob = None
             if req.logprobs is not None:
                 logprob = token_logprobs(logits[None], [token], [req.logprobs])[0]

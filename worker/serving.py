@@ -26,6 +26,7 @@ from .engine import Engine, EngineError, GenerationRequest, SamplingParams, Toke
 from .logprobs import LogprobsFormat, logprobs_format, requested_logprobs
 from .metrics import WorkerMetrics
 from .stream_chunks import DONE_EVENT, KEEPALIVE, StreamChunks, error_event
+from .structured_output import response_grammar
 from .text_stream import IncrementalDecoder, StopMatcher
 
 DEFAULT_MAX_TOKENS = 256
@@ -139,6 +140,9 @@ class Serving:
         job = _Job("chat", req.model, [], stops, [""], include_usage=_usage_wanted(req))
         job.requests = self._requests(req, [ids], "messages")
         job.logprobs = logprobs_format(req, True, job.requests, self.rt.tokenizer)
+        grammar = response_grammar(req.response_format, self.rt.tokenizer, self._stop_ids())
+        for gen in job.requests:
+            gen.grammar = grammar
         job.prompt_tokens = len(ids)
         return job
 
@@ -216,6 +220,10 @@ class Serving:
                     )
                 )
         return out
+
+    def _stop_ids(self) -> set[int]:
+        """The tokens that end a reply: the model's end-of-sequence and the template's stops."""
+        return self.rt.eos_token_ids | self.rt.template.stop_token_ids
 
     def _sampling(self, req: SamplingFields, choice: int) -> SamplingParams:
         d = self.rt.defaults
