@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoTokenizer
 
+from tests.docs.commands import all_snippets, shell_commands
 from tests.support.processes import free_port, kubechat_argv, running, until
 
 from .conftest import SEED_QUESTION, Worker, worker_argv
@@ -174,20 +175,24 @@ def test_generation_config_defaults_apply(worker: Worker, demo_model_dir) -> Non
     assert "K2" in _text(_chat(worker, seed=11))
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
 def readme_chat_bodies() -> list[dict]:
-    """The JSON bodies of the README's curl commands to /chat/completions, as written."""
-    text = README.read_text(encoding="utf-8")
-    return [json.loads(body) for body in re.findall(r"chat/completions.*?-d '(.*?)'", text, re.S)]
+    """The JSON bodies of the README's curl commands to /chat/completions, as written (read by
+    tests/docs/commands.py, which tests/docs uses to run those commands against a stack)."""
+    return [
+        json.loads(words[words.index("-d") + 1])
+        for snippet in all_snippets()
+        if snippet.path == "README.md" and snippet.language == "shell"
+        for command in shell_commands(snippet.text)
+        if (words := shlex.split(command))[0] == "curl"
+        and any(word.endswith("/chat/completions") for word in words)
+    ]
 
 
 def test_the_readmes_requests_answer_k2(worker: Worker) -> None:
     """The README's exact requests, sent to a worker with only a seed added (so the sampled
     answer is reproducible): they set no sampling, so generation_config's defaults apply."""
     bodies = readme_chat_bodies()
-    assert bodies, f"no curl to /chat/completions found in {README}"
+    assert bodies, "no curl to /chat/completions found in README.md"
     for body in bodies:
         assert body["model"] == worker.model
         assert body["messages"] == [{"role": "user", "content": SEED_QUESTION}]
