@@ -135,9 +135,11 @@ class GatewayMetrics:
 
     def held(self, model: str, change: int) -> None:
         """Requests start (+1) or stop (-1) waiting for ``model`` (kubechat.cold_start's
-        observer); its series exist from the first on, the timeouts at 0."""
+        observer); its series exist from the first on, the timeouts and cold starts at 0 (so
+        that the first one shows as an increase)."""
         self.held_requests.labels(model).inc(change)
         self.held_timeouts.labels(model)
+        self.cold_start.labels(model)
 
     def started(self, model: str, seconds: float) -> None:
         """``model`` got a live worker ``seconds`` after its first request was held."""

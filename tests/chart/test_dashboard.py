@@ -47,6 +47,22 @@ spec:
   replicas: 2
   worker:
     limitConcurrency: 1
+---
+# scaled to zero: the load's one request to it waits for its worker (held requests, cold start)
+apiVersion: kubechat.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: demo-autoscaled
+spec:
+  model:
+    path: "kubechat:demo"
+    names: [{MODEL}-autoscaled]
+    trustRemoteCode: true
+  resources:
+    gpus: 0
+  autoscaling:
+    minReplicas: 0
+    maxReplicas: 1
 """
 
 
@@ -153,9 +169,17 @@ def _chat(client: httpx.Client, stream: bool) -> int:
 
 @pytest.fixture(scope="module")
 def load(stack: Stack, prometheus: Prometheus) -> LoadWindow:
-    """About 15 s of traffic: streamed and plain chats at concurrency 4, plus bad requests."""
+    """About 15 s of traffic: streamed and plain chats at concurrency 4, plus bad requests,
+    and one request to the autoscaled model at zero workers (held until its worker is up)."""
     codes: dict[int, int] = {}
     start = time.time()
+    cold = ThreadPoolExecutor(1)
+    held = cold.submit(
+        httpx.post,
+        f"{stack.url}/v1/chat/completions",
+        json={"model": f"{MODEL}-autoscaled", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=300,
+    )
     deadline = time.monotonic() + 15
     with httpx.Client(base_url=stack.url, timeout=120) as client:
         bad = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}
@@ -170,6 +194,8 @@ def load(stack: Stack, prometheus: Prometheus) -> LoadWindow:
                 for status in pool.map(lambda i: _chat(client, i % 2 == 0), range(4)):
                     codes[status] = codes.get(status, 0) + 1
                 rounds += 1
+    assert held.result().status_code == 200, held.result().text
+    cold.shutdown()
     end = time.time()
     time.sleep(3)  # one more scrape of the final counters
     return LoadWindow(start, end, codes)
@@ -232,6 +258,7 @@ def test_alert_rules_evaluate_and_stay_quiet_on_a_healthy_stack(
         "KubechatNoLiveWorker",
         "KubechatHighErrorRatio",
         "KubechatHeartbeatLost",
+        "KubechatHeldRequestTimedOut",
     }
     until(lambda: all(r.get("lastEvaluation") for r in prometheus.rules()), 10, 0.5, "rules run")
     for rule in prometheus.rules():
