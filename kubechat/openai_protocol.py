@@ -60,12 +60,29 @@ class TextPart(_Lenient):
     text: Text | None = None
 
 
+class ToolCallFunction(_Lenient):
+    """The function an assistant's tool call names, with its arguments as a JSON string."""
+
+    name: str = Field(min_length=1)
+    arguments: str = ""
+
+
+class ToolCall(_Lenient):
+    """One tool call of an assistant message."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(_Lenient):
-    """One chat message: role and text content."""
+    """One chat message: role and text content (an assistant's tool calls, a tool's result)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     name: Text | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         """The message content as plain text (list-of-parts joined)."""
@@ -160,6 +177,38 @@ class ResponseFormat(_Lenient):
         return value
 
 
+class FunctionDefinition(_Lenient):
+    """A function the model may call: name, description, JSON schema of its arguments."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Lenient):
+    """One entry of ``tools``."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Lenient):
+    """The function a named ``tool_choice`` forces."""
+
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Lenient):
+    """``tool_choice: {"type": "function", "function": {"name": ...}}``."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
 class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
@@ -168,12 +217,29 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _checks(self) -> ChatCompletionRequest:
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
         return self
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(
+        cls, value: ToolChoice | None, info: ValidationInfo
+    ) -> ToolChoice | None:
+        tools = info.data.get("tools") or []
+        if value == "required" and not tools:
+            raise refused("required needs tools")
+        if isinstance(value, NamedToolChoice):
+            names = [t.function.name for t in tools]
+            if value.function.name not in names:
+                raise refused(f"names {value.function.name!r}, which is not among tools")
+        return value
 
     @field_validator("top_logprobs")
     @classmethod

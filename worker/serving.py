@@ -28,6 +28,7 @@ from .metrics import WorkerMetrics
 from .stream_chunks import DONE_EVENT, KEEPALIVE, StreamChunks, error_event
 from .structured_output import response_grammar
 from .text_stream import IncrementalDecoder, StopMatcher
+from .tool_calls import ToolUse, chat_message, tool_use
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -86,6 +87,7 @@ class _Job:
     started: float = field(default_factory=time.perf_counter)
     error: OpenAIError | None = None  # what a stream reported in its error event, if it did
     logprobs: LogprobsFormat | None = None  # when the request asked for logprobs
+    tools: ToolUse | None = None  # a chat request's tools: rendered, forced, parsed
 
     @property
     def chat(self) -> bool:
@@ -127,11 +129,12 @@ class Serving:
         """Validate a chat request and turn it into generation requests."""
         self._check_model(req.model)
         try:
-            messages = [{"role": _role(m.role), "content": m.text()} for m in req.messages]
+            messages = [chat_message(m) for m in req.messages]
         except ValueError as exc:
             raise bad_request(str(exc), param="messages") from exc
+        tools = tool_use(req, self.rt.template, self.rt.tokenizer, self._stop_ids())
         try:
-            ids = self.rt.template.encode(messages)
+            ids = tools.encode(self.rt.template, messages)
         except (ValueError, TypeError) as exc:
             raise bad_request(
                 f"messages cannot be formatted for this model: {exc}", "messages"
@@ -140,7 +143,10 @@ class Serving:
         job = _Job("chat", req.model, [], stops, [""], include_usage=_usage_wanted(req))
         job.requests = self._requests(req, [ids], "messages")
         job.logprobs = logprobs_format(req, True, job.requests, self.rt.tokenizer)
-        grammar = response_grammar(req.response_format, self.rt.tokenizer, self._stop_ids())
+        job.tools = tools
+        grammar = tools.grammar or response_grammar(
+            req.response_format, self.rt.tokenizer, self._stop_ids()
+        )
         for gen in job.requests:
             gen.grammar = grammar
         job.prompt_tokens = len(ids)
@@ -367,7 +373,13 @@ class Serving:
                 if text or final:
                     finish = seq.finish_reason if final else None
                     logprobs = job.logprobs.delta(seq) if job.logprobs else None
-                    yield chunks.delta(seq.index, text, finish, logprobs)
+                    if job.tools is not None and job.tools.format:
+                        for event in job.tools.stream_events(
+                            chunks, seq.index, text, finish, logprobs
+                        ):
+                            yield event
+                    else:
+                        yield chunks.delta(seq.index, text, finish, logprobs)
             seqs = await runner  # raises what the engine raised
             if job.include_usage:
                 yield chunks.event([], self.usage(job, seqs))
@@ -401,7 +413,9 @@ def response_body(job: _Job, seqs: list[_Sequence], usage: dict[str, int]) -> di
             "logprobs": job.logprobs.body(s) if job.logprobs else None,
         }
         if job.chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            choice["message"], called = (job.tools or ToolUse(None, None)).message(text)
+            if called:
+                choice["finish_reason"] = "tool_calls"
         else:
             choice["text"] = (job.echoed(s.index) or "") + text
         choices.append(choice)
@@ -444,9 +458,6 @@ class _SilenceWatch:
         """No more keep-alives."""
         self._timer.cancel()
 
-
-def _role(role: str) -> str:
-    return "system" if role == "developer" else role
 
 
 def _usage_wanted(req: SamplingFields) -> bool:

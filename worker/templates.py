@@ -91,6 +91,8 @@ class ChatTemplate(ABC):
     name: str
     stop_strings: list[str]
     stop_token_ids: set[int]
+    #: whether ``encode`` takes ``tools`` (only a checkpoint's own template can render them)
+    supports_tools: bool = False
 
     def __init__(self, tokenizer: Any, generation_config: Any = None) -> None:
         self.tokenizer = tokenizer
@@ -290,9 +292,13 @@ class TokenizerTemplate(ChatTemplate):
         super().__init__(tokenizer, generation_config)
         eos = getattr(tokenizer, "eos_token", None)
         self.stop_strings = [eos] if isinstance(eos, str) and eos else []
+        self.supports_tools = _renders_tools(tokenizer.chat_template)
 
-    def encode(self, messages: list[Mapping[str, Any]]) -> list[int]:
-        """Token ids of the rendered template (its text carries any bos itself).
+    def encode(
+        self, messages: list[Mapping[str, Any]], tools: list[dict] | None = None
+    ) -> list[int]:
+        """Token ids of the rendered template (its text carries any bos itself); ``tools``
+        (OpenAI's function definitions) are rendered by the template itself.
 
         A template that rejects the conversation (e.g. roles that do not alternate) raises
         ValueError with the template's own message.
@@ -302,11 +308,28 @@ class TokenizerTemplate(ChatTemplate):
         plain = [{**message, "content": message_text(message)} for message in messages]
         try:
             text = self.tokenizer.apply_chat_template(
-                plain, add_generation_prompt=True, tokenize=False
+                plain, tools=tools, add_generation_prompt=True, tokenize=False
             )
         except TemplateError as err:
             raise ValueError(f"the model's chat template refused the messages: {err}") from err
         return self._text_ids(text)
+
+
+def _renders_tools(chat_template: Any) -> bool:
+    """Whether a Jinja chat template reads the ``tools`` variable (a dict of named templates
+    counts when any of them does)."""
+    from jinja2 import Environment, TemplateSyntaxError, meta
+
+    sources = chat_template.values() if isinstance(chat_template, dict) else [chat_template]
+    for source in sources:
+        if not isinstance(source, str):
+            continue
+        try:
+            if "tools" in meta.find_undeclared_variables(Environment().parse(source)):
+                return True
+        except TemplateSyntaxError:
+            continue
+    return False
 
 
 _BUILT_INS: dict[str, Callable[[Any, Any], ChatTemplate]] = {
