@@ -29,7 +29,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--model-path",
         required=True,
-        help="a local directory, a hub id, or kubechat:demo (built on first use)",
+        help=(
+            "a local directory, a .gguf file (or a folder holding one), a hub id, "
+            "or kubechat:demo (built on first use)"
+        ),
     )
     m.add_argument(
         "--model-names",

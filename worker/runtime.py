@@ -15,7 +15,7 @@ from .batching_engine import BatchingEngine
 from .embedding_model import Embedder, EmbeddingLayoutError, Pooling, embedding_layout
 from .embedding_serving import EmbeddingRuntime
 from .engine import Engine
-from .loading import LoadedModel, LoadOptions, ModelLoadError, load_model
+from .loading import GGUF_SUFFIX, LoadedModel, LoadOptions, ModelLoadError, load_model
 from .placement import parse_memory
 from .serial_engine import SerialEngine
 from .serving import ModelRuntime
@@ -38,10 +38,12 @@ class RuntimeOptions:
 
 
 def default_model_names(model_path: str) -> list[str]:
-    """FastChat's default: the last component of the model path (``kubechat-demo`` for the demo)."""
+    """FastChat's default: the last component of the model path (``kubechat-demo`` for the demo),
+    without the suffix of a GGUF file."""
     if model_path == DEMO_MODEL_PATH:
         return ["kubechat-demo"]
-    return [Path(model_path.rstrip("/")).name or model_path]
+    name = Path(model_path.rstrip("/")).name
+    return [name.removesuffix(GGUF_SUFFIX) or model_path]
 
 
 def resolve_model_path(model_path: str) -> str:

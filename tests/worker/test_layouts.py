@@ -33,7 +33,7 @@ from kubechat.worker.loading import (
     check_vocabulary,
     load_model,
 )
-from kubechat.worker.runtime import RuntimeOptions, make_engine
+from kubechat.worker.runtime import RuntimeOptions, default_model_names, make_engine
 from kubechat.worker.templates import ChatTemplate, resolve_template
 from tests.support.baichuan13b_checkpoint import (
     build_baichuan13b_checkpoint,
@@ -378,3 +378,7 @@ def test_a_folder_with_several_gguf_files_asks_for_one(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"several GGUF files \(a\.gguf, b\.gguf\)") as caught:
         load_model(LoadOptions(str(tmp_path)))
     assert caught.value.reason == "InvalidSpec"
+
+
+def test_a_gguf_files_default_served_name_drops_the_suffix() -> None:
+    assert default_model_names(str(smollm2_gguf())) == ["SmolLM2-135M-Instruct.Q4_1"]
