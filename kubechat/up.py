@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         for md, plan in zip(deployments, plans, strict=True)
     ]
     runner, gateway_url, ui_url = build_runner(args, fixed, state_dir)
+    # an autoscaled deployment on vLLM has no worker in `fixed`, but its scaler starts some
+    runner.vllm_python = runner.vllm_python or _vllm_python(args, plans)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     scalers = [
         LocalScaler(md, runner, WORKER_HOST, env, args.drain_grace, on_event=say)
