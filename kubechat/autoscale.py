@@ -19,7 +19,7 @@ status the last one wrote.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .discovery.records import WorkerRecord, format_micro_time, parse_micro_time
@@ -52,11 +52,11 @@ class AutoscaleState:
         return out
 
     @classmethod
-    def from_status(cls, status: dict[str, object]) -> AutoscaleState | None:
+    def from_status(cls, status: Mapping[str, object]) -> AutoscaleState | None:
         """The state a status holds, or None when it holds none (or a broken one)."""
         scaling = status.get("autoscaling")
         desired = status.get("desiredReplicas")
-        if not isinstance(scaling, dict) or not isinstance(desired, int):
+        if not isinstance(scaling, Mapping) or not isinstance(desired, int):
             return None
         try:
             return cls(
