@@ -144,13 +144,14 @@ def create_app(
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
-        """The union of live workers' models."""
+        """The union of live workers' models, and the autoscaled ones (a request for one at
+        zero workers waits while a worker starts)."""
         created = int(time.time())
         return {
             "object": "list",
             "data": [
                 {"id": m, "object": "model", "created": created, "owned_by": "kubechat"}
-                for m in view.models()
+                for m in sorted({*view.models(), *cold_starts.models()})
             ],
         }
 

@@ -56,6 +56,9 @@ def metric(url: str, name: str) -> float | None:
 
 def test_held_requests_go_through_once_a_worker_starts(tmp_path: Path) -> None:
     with scaled_to_zero(tmp_path, hold_timeout=30) as (url, store, demand):
+        models = httpx.get(f"{url}/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["m"], "listed at zero workers"
+        assert demand.demand("d") is None, "listing it asks for nothing"
         stop = threading.Event()
         runner = threading.Thread(target=start_worker_on_demand, args=(store, demand, stop))
         runner.start()
