@@ -7,7 +7,8 @@ A snippet is
   ``console`` (a transcript: ``$ command`` lines, each followed by the output it shows), or in
   ``python`` (a program);
 - an inline code span that starts with a program a user runs (:data:`PROGRAMS`), unless it only
-  names a command (the program and one word: ``kubechat up``) or is a synopsis
+  names a command (the program and one word: ``kubechat up``) or its options
+  (``kubechat up --vllm-env``: long options without values), or is a synopsis
   (``kubechat up FILE...``: a placeholder in capitals, ``|``, ``...``, ``[`` or ``<``).
 
 Output examples are fenced as ``text``; YAML and other languages are not commands.
@@ -138,6 +139,14 @@ def shell_commands(text: str) -> list[str]:
     return [command.strip() for command in [*commands, current] if command.strip()]
 
 
+def steps(snippet: Snippet) -> list[tuple[str, list[str]]]:
+    """A shell or console snippet's commands, each with the output lines the docs show for it
+    (none for a shell block)."""
+    if snippet.language == "console":
+        return transcript(snippet.text)
+    return [(command, []) for command in shell_commands(snippet.text)]
+
+
 def transcript(text: str) -> list[tuple[str, list[str]]]:
     """A ``console`` snippet's ``$ command`` lines, each with the output lines shown after it."""
     steps: list[tuple[str, list[str]]] = []
@@ -154,6 +163,8 @@ def is_command_span(text: str) -> bool:
     words = text.split()
     if len(words) < 3 or words[0] not in PROGRAMS:
         return False
+    if not words[1].startswith("-") and all(word.startswith("--") for word in words[2:]):
+        return False  # names a command's options (`kubechat up --vllm-env`), gives no values
     return not (any(mark in text for mark in ("|", "...", "[", "<")) or _PLACEHOLDER.search(text))
 
 

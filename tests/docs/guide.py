@@ -15,7 +15,7 @@ import httpx
 import kubernetes
 import yaml
 
-from tests.docs.commands import Snippet, output_example
+from tests.docs.commands import Snippet, output_example, steps
 from tests.docs.shell import DocShell, is_server
 from tests.support.processes import until
 
@@ -24,13 +24,26 @@ GROUP, VERSION, PLURAL = "kubechat.dev", "v1alpha1", "modeldeployments"
 GATEWAY = "http://127.0.0.1:8000"
 
 
-def run_guide(guide: Guide, commands: list[tuple[Snippet, str]]) -> None:
-    """Run each command as written (servers started and checked), then its check."""
-    for snippet, command in commands:
+def guide_steps(snippets: list[Snippet]) -> list[tuple[Snippet, str, list[str]]]:
+    """The unmarked snippets' commands in reading order, each with the output the docs show for
+    it; deletions moved to the end (the docs describe ``kubectl delete md demo`` before commands
+    that read the deployment)."""
+    found = [(s, c, shown) for s in snippets if s.not_run is None for c, shown in steps(s)]
+    deletion = [step for step in found if step[1].startswith("kubectl delete ")]
+    return [step for step in found if step not in deletion] + deletion
+
+
+def run_guide(guide: Guide, commands: list[tuple[Snippet, str, list[str]]]) -> None:
+    """Run each command as written (servers started and checked), then its check; a command
+    shown with its output (a console transcript) must print it, whatever its exit code."""
+    for snippet, command, shown in commands:
         if is_server(command):
             guide.serve(command)
-        else:
-            guide.after(snippet, command, guide.shell.run(command))
+            continue
+        output = guide.shell.run(command, check=not shown)
+        for line in shown:
+            assert line in output, f"{snippet.where}: `{command}` did not print {line!r}"
+        guide.after(snippet, command, output)
 
 
 class Guide:

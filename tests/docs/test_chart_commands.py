@@ -16,7 +16,7 @@ import yaml
 
 from tests.chart.chart_tools import CHART, container_command
 from tests.docs.commands import Snippet, all_snippets, scenario_of, shell_commands
-from tests.docs.guide import Guide, run_guide
+from tests.docs.guide import Guide, guide_steps, run_guide
 from tests.docs.shell import DocShell, documented_ports
 from tests.support.kube_server import kubernetes_client, running_emulator
 from tests.support.kube_tools import run_kubectl
@@ -53,9 +53,7 @@ def as_template(command: str) -> str:
 def test_the_chart_guide_runs_as_written(demo_model_dir: Path, tmp_path: Path) -> None:
     install = helm_install()
     assert f"--namespace {NAMESPACE}" in install
-    commands = [
-        (s, c) for s in chart_snippets() if s.not_run is None for c in shell_commands(s.text)
-    ]
+    commands = guide_steps(chart_snippets())
     assert commands, "the chart guide has no command to run"
     with (
         documented_ports(),

@@ -3,9 +3,8 @@ the Kubernetes API emulator: real kubectl, ``kubechat operator`` started exactly
 (cluster-wide, default ports), the test kubelet running the worker pods on a node without GPUs,
 and the documented gateways and chat page.
 
-The commands run in reading order, each followed by what a reader would wait for or look at
-(tests/docs/guide.py); deletions run last, since the docs describe ``kubectl delete md demo``
-before commands that read the deployment.
+The commands run in reading order (deletions last), each followed by what a reader would wait
+for or look at (tests/docs/guide.py).
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.commands import Snippet, all_snippets, scenario_of, shell_commands
-from tests.docs.guide import Guide, run_guide
+from tests.docs.commands import all_snippets, scenario_of
+from tests.docs.guide import Guide, guide_steps, run_guide
 from tests.docs.shell import DocShell, documented_ports
 from tests.support.kube_server import kubernetes_client, running_emulator
 from tests.support.pod_runner import PodRunner
@@ -23,17 +22,9 @@ from tests.support.pod_runner import PodRunner
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
-def cluster_commands() -> list[tuple[Snippet, str]]:
-    """The guide's commands in reading order, deletions moved to the end."""
-    snippets = [s for s in all_snippets() if scenario_of(s) == "cluster" and s.not_run is None]
-    commands = [(s, c) for s in snippets for c in shell_commands(s.text)]
-    deletion = lambda c: c.startswith("kubectl delete ")  # noqa: E731
-    return [x for x in commands if not deletion(x[1])] + [x for x in commands if deletion(x[1])]
-
-
 def test_the_cluster_guide_runs_as_written(demo_model_dir: Path, tmp_path: Path) -> None:
-    commands = cluster_commands()
-    assert any(c.startswith("kubechat operator") and "--namespace" not in c for _, c in commands)
+    commands = guide_steps([s for s in all_snippets() if scenario_of(s) == "cluster"])
+    assert any(c.startswith("kubechat operator") and "--namespace" not in c for _, c, _ in commands)
     with (
         documented_ports(),
         running_emulator(directory=tmp_path / "api") as emulator,

@@ -48,7 +48,8 @@ def test_the_readmes_commands_are_found() -> None:
 DOC = """\
 # Title
 
-Run `kubectl get pods -A` and `kubechat up` (a name) or `kubechat up FILE...` (a synopsis);
+Run `kubectl get pods -A` and `kubechat up` (a name), `kubechat up --port --host` (options) or
+`kubechat up FILE...` (a synopsis);
 <!-- not-run: needs a GPU -->`kubechat worker --model-path x --gpus 2` swallowed as raw HTML,
 but <!-- not-run: needs a GPU -->
 `kubechat worker --model-path x --gpus 2` is marked.
@@ -100,11 +101,11 @@ def test_blocks_and_inline_commands_are_extracted(doc) -> None:
     snippets, _ = doc
     assert [(s.line, s.language, s.inline) for s in snippets] == [
         (3, "shell", True),
-        (6, "shell", True),
-        (8, "shell", False),
-        (16, "shell", False),
-        (26, "python", False),
-        (30, "console", False),
+        (7, "shell", True),
+        (9, "shell", False),
+        (17, "shell", False),
+        (27, "python", False),
+        (31, "console", False),
     ]
     assert snippets[0].text == "kubectl get pods -A" and snippets[0].not_run is None
     assert shell_commands(snippets[2].text) == [
@@ -123,4 +124,4 @@ def test_markers_apply_to_the_next_snippet_only(doc) -> None:
     assert snippets[1].not_run == "needs a GPU"
     assert snippets[2].not_run is None
     assert snippets[3].not_run == ""  # marked without a reason: the check above fails it
-    assert [(m.line, m.used) for m in markers] == [(4, False), (5, True), (14, True), (38, False)]
+    assert [(m.line, m.used) for m in markers] == [(5, False), (6, True), (15, True), (39, False)]

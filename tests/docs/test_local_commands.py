@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.docs.commands import REPO, Snippet, all_snippets, scenario_of, shell_commands, transcript
+from tests.docs.commands import REPO, Snippet, all_snippets, scenario_of, steps
 from tests.docs.shell import DocShell, documented_ports, is_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -43,22 +43,17 @@ def test_the_local_commands_run_as_written(demo_model_dir: Path, tmp_path: Path)
 def _run(shell: DocShell, snippet: Snippet) -> str:
     if snippet.language == "python":
         return shell.python(snippet.text)
-    if snippet.language == "console":
-        output = ""
-        for command, shown in transcript(snippet.text):
-            printed = shell.run(command, check=False)
-            for line in shown:
-                assert line in printed, f"{snippet.where}: `{command}` did not print {line!r}"
-            output += printed
-        return output
     output = ""
-    for command in shell_commands(snippet.text):
+    for command, shown in steps(snippet):
         if command.startswith("pip install"):
             check_pip_install(command)
         elif is_server(command):
             shell.start(command)
         else:
-            output += shell.run(command)
+            printed = shell.run(command, check=not shown)
+            for line in shown:
+                assert line in printed, f"{snippet.where}: `{command}` did not print {line!r}"
+            output += printed
     return _answer_text(output)
 
 
