@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from kubechat import defaults
+from kubechat.cold_start import HOLD_TIMEOUT
 
 VALUES = Path(__file__).resolve().parents[2] / "charts" / "kubechat" / "values.yaml"
 
@@ -18,3 +19,4 @@ def test_the_charts_values_are_the_shared_defaults() -> None:
     assert operator["leaseDuration"] == defaults.LEASE_DURATION
     assert operator["drainGrace"] == defaults.DRAIN_GRACE
     assert values["workers"]["port"] == defaults.WORKER_PORT
+    assert values["gateway"]["holdTimeoutSeconds"] == HOLD_TIMEOUT
