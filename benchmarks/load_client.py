@@ -92,9 +92,10 @@ async def one_request(
     prompt: str,
     max_tokens: int,
     ignore_eos: bool = True,
+    extra: dict | None = None,
 ) -> RequestResult:
     """Stream one chat completion and time it (``ignore_eos``: vLLM's and kubechat's extension,
-    refused by servers that do not know it)."""
+    refused by servers that do not know it; ``extra``: more body fields, such as logprobs)."""
     body = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -105,6 +106,7 @@ async def one_request(
     }
     if ignore_eos:
         body["ignore_eos"] = True
+    body.update(extra or {})
     started = time.perf_counter()
     last = None
     result = RequestResult(ok=False)
@@ -146,8 +148,10 @@ async def run(
     requests: int,
     max_tokens: int,
     ignore_eos: bool = True,
+    extra: dict | None = None,
 ) -> RunResult:
-    """Keep ``concurrency`` requests in flight until ``requests`` have finished."""
+    """Keep ``concurrency`` requests in flight until ``requests`` have finished (each body with
+    the fields of ``extra`` added)."""
     # like httpx's Timeout(300): per connect and per read, not for the whole stream
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=300, sock_read=300)
     texts = prompts(requests)
@@ -163,7 +167,7 @@ async def run(
             while not queue.empty():
                 prompt = queue.get_nowait()
                 results.append(
-                    await one_request(client, url, model, prompt, max_tokens, ignore_eos)
+                    await one_request(client, url, model, prompt, max_tokens, ignore_eos, extra)
                 )
 
         started = time.perf_counter()

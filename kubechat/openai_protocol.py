@@ -30,7 +30,7 @@ def _whole_unicode(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(
+        raise refused(
             f"text contains an unpaired UTF-16 surrogate at position {exc.start}"
         ) from None
     return value
@@ -127,6 +127,14 @@ class SamplingFields(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise refused("not supported by this server")
+        return value
 
     @field_validator("temperature")
     @classmethod
@@ -144,7 +152,7 @@ class SamplingFields(_Lenient):
             return []
         items = [value] if isinstance(value, str) else list(value)
         if any(not s for s in items):
-            raise ValueError("stop strings must not be empty")
+            raise refused("stop strings must not be empty")
         return items
 
     def stop_strings(self) -> list[str]:
@@ -220,6 +228,46 @@ class ChatCompletionRequest(SamplingFields):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # OpenAI parameters this server does not implement: named in a 400 when sent
+    functions: list[Any] | None = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: list[str] | None = None
+    prediction: Any = None
+    reasoning_effort: str | None = None
+    web_search_options: Any = None
+    store: bool | None = None
+
+    @field_validator(
+        "functions",
+        "function_call",
+        "audio",
+        "prediction",
+        "reasoning_effort",
+        "web_search_options",
+    )
+    @classmethod
+    def _not_implemented(cls, value: Any, info: ValidationInfo) -> Any:
+        # an empty list of functions and function_call "none" ask for nothing; anything else
+        # (web_search_options: {} too) asks for what this server does not do
+        if value is not None and value != [] and value != "none":
+            hint = "; use tools and tool_choice" if info.field_name.startswith("function") else ""
+            raise refused(f"not supported by this server{hint}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_only(cls, value: list[str] | None) -> list[str] | None:
+        if value and value != ["text"]:
+            raise refused("this server answers text only")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _nothing_stored(cls, value: bool | None) -> bool | None:
+        if value:
+            raise refused("this server does not store completions")
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> ChatCompletionRequest:
@@ -277,12 +325,12 @@ class CompletionRequest(SamplingFields):
             raise refused("this server supports best_of equal to n only")
         return value
 
-    @model_validator(mode="after")
-    def _checks(self) -> CompletionRequest:
-        prompts = self.prompt if isinstance(self.prompt, list) else [self.prompt]
-        if len(prompts) == 0:
-            raise ValueError("prompt must not be empty")
-        return self
+    @field_validator("prompt")
+    @classmethod
+    def _some_prompt(cls, value: PromptInput) -> PromptInput:
+        if isinstance(value, list) and not value:
+            raise refused("must not be empty")
+        return value
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a list of prompts: each a string or a list of token ids."""
@@ -317,7 +365,7 @@ class EmbeddingRequest(_Lenient):
     def _no_empty_text(cls, value: EmbeddingInput) -> EmbeddingInput:
         texts = [value] if isinstance(value, str) else value
         if any(isinstance(t, str) and not t for t in texts):
-            raise ValueError("input must not contain empty strings")
+            raise refused("must not contain empty strings")
         return value
 
     def inputs(self) -> list[str | list[int]]:
