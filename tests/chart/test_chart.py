@@ -298,7 +298,12 @@ def test_prometheus_rule_carries_the_shipped_alert_file(all_on_docs: list[dict])
     shipped = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
     assert rule["spec"] == shipped
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert alerts == {"KubechatNoLiveWorker", "KubechatHighErrorRatio", "KubechatHeartbeatLost"}
+    assert alerts == {
+        "KubechatNoLiveWorker",
+        "KubechatHighErrorRatio",
+        "KubechatHeartbeatLost",
+        "KubechatHeldRequestTimedOut",
+    }
 
 
 def test_dashboard_config_map_is_labelled_for_grafana(all_on_docs: list[dict]) -> None:
