@@ -1,7 +1,7 @@
 """Throughput of kubechat against `transformers serve --continuous-batching`, on one model.
 
     python benchmarks/throughput.py [--model-dir DIR] [--concurrency 1 4 16 32] [--max-tokens 128]
-                                    [--rounds 2]
+                                    [--rounds 2] [--skip-vllm]
 
 Builds the benchmark model (benchmarks/bench_model.py) unless given one, starts kubechat's worker,
 kubechat's gateway in front of it, and `transformers serve --continuous-batching` (skipped with a
@@ -13,6 +13,11 @@ ratios; with ``--rounds N`` each concurrency is measured N times in turn (worker
 static; again) and the rounds are pooled, which evens out the machine's drift (+-10 % from one
 minute to the next on a shared 2-core VM). Prints output tokens/s, TTFT p50/p95, inter-token
 latency p50, errors, the ratios to transformers serve, and the issue's targets.
+
+With vLLM's environment present (kubechat/vllm_env.py; `bash .ci/install-vllm.sh` builds it) two
+more rows are measured in the same turns: kubechat with ``engine: vllm`` through its own gateway
+(the agent with vLLM as its child, as `kubechat up` runs it), and vLLM's raw server with the same
+flags. vLLM's CPU backend computes on one core and keeps the other for its own processes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import build
 from load_client import RunResult, run
 from processes import free_port, gateway, running, worker
+from vllm_servers import kubechat_vllm, vllm_serve
+
+from kubechat.vllm_env import vllm_python
 
 LEVELS = [1, 4, 16, 32]
 KUBECHAT_WORKER, VIA_GATEWAY, SERVE = (
@@ -41,6 +49,7 @@ KUBECHAT_WORKER, VIA_GATEWAY, SERVE = (
     "kubechat via gateway",
     "transformers serve CB",
 )
+VLLM_VIA_GATEWAY, VLLM_RAW = "kubechat vllm via gw", "vllm serve"
 
 
 class StaticBatch:
@@ -163,12 +172,40 @@ def targets(
             f"TTFT p50 at {top}: gateway {ours:.3f} s, serve {theirs:.3f} s "
             f"(target: no worse) {_met(ours <= theirs)}"
         )
+    if VLLM_RAW in results and VLLM_VIA_GATEWAY in results:
+        top = max(levels)
+        ours, raw = results[VLLM_VIA_GATEWAY][top], results[VLLM_RAW][top]
+        ratio = ours.output_tokens_per_s / max(raw.output_tokens_per_s, 1e-9)
+        lines.append(
+            f"engine: vllm via gateway / raw vllm at {top}: {ratio:.3f} (target >= 0.97: the "
+            f"gateway costs at most 3 %) {_met(ratio >= 0.97)}"
+        )
+        for c in levels:
+            mine = results[VLLM_VIA_GATEWAY][c].output_tokens_per_s
+            lines.append(
+                f"engine: vllm / engine: transformers via gateway at {c:>2}: "
+                f"{mine / max(gw[c].output_tokens_per_s, 1e-9):.2f}"
+            )
     if 1 in levels:
         ratio = gw[1].output_tokens_per_s / max(static[1], 1e-9)
         lines.append(
             f"gateway at 1 / static batch of 1: {ratio:.2f} (target >= 0.9) {_met(ratio >= 0.9)}"
         )
     return lines
+
+
+def vllm_servers(up: contextlib.ExitStack, model_dir: Path, work: Path, limit: int) -> list[Server]:
+    """kubechat with engine: vllm behind its own gateway, and raw vLLM (none without vLLM)."""
+    try:
+        python = vllm_python()
+    except FileNotFoundError as exc:
+        print(f"vllm: {exc}; skipped")
+        return []
+    leases = work / "vllm-leases"
+    up.enter_context(kubechat_vllm(model_dir, "bench", work, python, limit, leases))
+    via = up.enter_context(gateway(leases, work, "bench")).url
+    raw = up.enter_context(vllm_serve(model_dir, "bench", work, python, limit)).url
+    return [Server(VLLM_VIA_GATEWAY, via, "bench"), Server(VLLM_RAW, raw, "bench")]
 
 
 def _met(ok: bool) -> str:
@@ -182,6 +219,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=LEVELS)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--skip-transformers-serve", action="store_true")
+    parser.add_argument("--skip-vllm", action="store_true", help="no engine: vllm rows")
     parser.add_argument(
         "--rounds", type=int, default=2, help="measurements per server and concurrency, pooled"
     )
@@ -204,6 +242,8 @@ def main() -> int:
             serve = up.enter_context(transformers_serve(model_dir, work))
             if serve is not None:
                 servers.append(serve)
+        if not args.skip_vllm:
+            servers += vllm_servers(up, model_dir, work, max(levels) * 2)
         static_batch = StaticBatch(model_dir)
         for s in servers:  # warm-up
             asyncio.run(
