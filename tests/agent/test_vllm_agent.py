@@ -130,7 +130,7 @@ async def test_lease_carries_vllm_running_and_waiting_requests(pair: Pair) -> No
         reply = await client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "import os"}],
-            max_tokens=160,
+            max_tokens=500,
             **GREEDY,
         )
         return reply.usage.completion_tokens
@@ -147,7 +147,7 @@ async def test_lease_carries_vllm_running_and_waiting_requests(pair: Pair) -> No
         await asyncio.sleep(0.1)
     # all six held by vLLM: four running (its --max-num-seqs), two waiting
     assert (CAPACITY + 2, 2) in seen, seen
-    assert await asyncio.gather(*asks) == [160] * (CAPACITY + 2)
+    assert await asyncio.gather(*asks) == [500] * (CAPACITY + 2)
     await asyncio.to_thread(
         until, lambda: pair.record().in_flight == 0, 10, 0.1, "lease back to no load"
     )

@@ -122,7 +122,7 @@ async def test_lease_shows_vllm_load(vllm_stack: VllmStack) -> None:
         reply = await client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "import sys"}],
-            max_tokens=160,
+            max_tokens=500,
             **GREEDY,
         )
         return reply.usage.completion_tokens
@@ -136,7 +136,7 @@ async def test_lease_shows_vllm_load(vllm_stack: VllmStack) -> None:
             break
         await asyncio.sleep(0.1)
     assert (LIMIT + 2, 2) in seen, seen  # four running (vLLM's --max-num-seqs), two waiting
-    assert await asyncio.gather(*asks) == [160] * (LIMIT + 2)
+    assert await asyncio.gather(*asks) == [500] * (LIMIT + 2)
 
 
 async def test_sigterm_drains_with_nothing_lost(vllm_stack: VllmStack) -> None:
