@@ -101,17 +101,27 @@ class GrammarCompiler:
         """JSON matching ``schema`` (None: any JSON object). ``strict`` refuses keywords
         llguidance cannot enforce instead of ignoring them."""
         options = {**JSON_OPTIONS, "lenient": not strict}
-        text = llguidance.LLMatcher.grammar_from_json_schema(
-            schema if schema is not None else {"type": "object"}, defaults=options
-        )
+        try:
+            text = llguidance.LLMatcher.grammar_from_json_schema(
+                schema if schema is not None else {"type": "object"}, defaults=options
+            )
+        except (ValueError, TypeError) as exc:  # not a schema llguidance can read at all
+            raise GrammarError(str(exc)) from exc
         return self._checked(text)
 
     def lark(self, grammar: str) -> Grammar:
         """A grammar in llguidance's Lark dialect (``%json {...}`` embeds a JSON schema)."""
-        return self._checked(llguidance.LLMatcher.grammar_from_lark(grammar))
+        try:
+            text = llguidance.LLMatcher.grammar_from_lark(grammar)
+        except (ValueError, TypeError) as exc:
+            raise GrammarError(str(exc)) from exc
+        return self._checked(text)
 
     def _checked(self, text: str) -> Grammar:
-        error = llguidance.LLMatcher.validate_grammar(text, self.tokenizer)
+        try:
+            error = llguidance.LLMatcher.validate_grammar(text, self.tokenizer)
+        except (ValueError, TypeError) as exc:
+            error = str(exc) or type(exc).__name__
         if error:
             raise GrammarError(error)
         return Grammar(text, self)
