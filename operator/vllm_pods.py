@@ -57,7 +57,8 @@ def vllm_containers(
             "periodSeconds": 10,
             "failureThreshold": max(1, startup_seconds // 10),
         },
-        "lifecycle": {"preStop": {"sleep": {"seconds": VLLM_PRESTOP_SECONDS}}},
+        # exec, not the sleep action: that needs Kubernetes 1.30, the chart supports 1.29
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(VLLM_PRESTOP_SECONDS)]}}},
         "securityContext": copy.deepcopy(worker["securityContext"]),
     }
     agent_http = {"port": "agent"}

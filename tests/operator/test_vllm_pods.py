@@ -8,6 +8,7 @@ from pathlib import Path
 
 import kubernetes
 import kubernetes_validate
+import pytest
 import yaml
 
 from kubechat.agent.command import configure as configure_agent
@@ -33,8 +34,9 @@ def example_pod(settings: PodSettings | None = None, **vllm: object) -> dict:
     return render_pod(plan.workers[0], name, OWNER, settings or PodSettings())
 
 
-def test_vllm_pod_validates_strictly() -> None:
-    kubernetes_validate.validate(example_pod(), "1.34.0", strict=True)
+@pytest.mark.parametrize("version", ["1.29.0", "1.34.0"])
+def test_vllm_pod_validates_strictly(version: str) -> None:
+    kubernetes_validate.validate(example_pod(), version, strict=True)
 
 
 def test_vllm_serves_on_the_gpus_and_drains_after_the_lease() -> None:
@@ -52,7 +54,9 @@ def test_vllm_serves_on_the_gpus_and_drains_after_the_lease() -> None:
     assert command[command.index("--shutdown-timeout") + 1] == str(PodSettings().drain_grace)
     assert server["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     assert server["startupProbe"]["failureThreshold"] * 10 >= 3600
-    pause = server["lifecycle"]["preStop"]["sleep"]["seconds"]
+    sleep, seconds = server["lifecycle"]["preStop"]["exec"]["command"]
+    pause = int(seconds)
+    assert sleep == "sleep"
     assert pause > 2  # longer than the agent's drain settle
     assert pod["spec"]["terminationGracePeriodSeconds"] >= PodSettings().drain_grace + pause
     assert {"name": "shm", "mountPath": "/dev/shm"} in server["volumeMounts"]
