@@ -13,6 +13,7 @@ import pytest
 from gradio_client import Client
 
 from kubechat.discovery.local_store import LocalLeaseStore
+from tests.support.processes import until
 from tests.ui.conftest import ENV_PASSWORD, ENV_USER, HISTORY_TURNS, PASSWORD, USER, StubUI
 from tests.ui.stub_worker import DEFAULTS, MODELS, SHORT_CONTEXT, stub_record
 
@@ -201,8 +202,9 @@ def test_api_info_lists_the_live_models_as_the_pickers_choices(stub_ui: StubUI) 
     late = dataclasses.replace(stub_record("stub-2", "http://127.0.0.1:9"), models=("stub-late",))
     store.publish(late)
     try:
-        listed = picker_choices(stub_ui.client())["/chat:name"]
-        assert listed == sorted([*MODELS, "stub-late"])
+        # the page's live view reads the lease folder on its own schedule: wait for it
+        with_late = sorted([*MODELS, "stub-late"])
+        until(lambda: picker_choices(stub_ui.client())["/chat:name"] == with_late, timeout=15)
     finally:
         store.remove("stub-2")
-    assert picker_choices(stub_ui.client())["/chat:name"] == list(MODELS)
+    until(lambda: picker_choices(stub_ui.client())["/chat:name"] == list(MODELS), timeout=15)
