@@ -13,7 +13,7 @@ import os
 from urllib.parse import urlsplit
 
 from kubechat.cli import UsageError
-from kubechat.discovery.stores import STORE_HELP, open_store
+from kubechat.discovery.stores import add_lease_arguments, open_store
 from kubechat.engine_metrics import PROTOCOL_METRICS
 
 ENGINES = sorted(name for name in PROTOCOL_METRICS if name != "transformers")
@@ -62,28 +62,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("the agent's own /health and /health/ready (probes)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=None, help="(default: no health endpoints)")
-    h = p.add_argument_group("heartbeat lease (discovery)")
-    h.add_argument(
-        "--lease-store", default=os.environ.get("KUBECHAT_LEASE_STORE", "none"), help=STORE_HELP
-    )
-    h.add_argument(
-        "--deployment",
-        default=os.environ.get("KUBECHAT_DEPLOYMENT", ""),
-        help="the ModelDeployment this worker belongs to (lease label)",
-    )
-    h.add_argument(
-        "--worker-name",
-        default=os.environ.get("POD_NAME"),
-        help="lease name (default: $POD_NAME, else HOST-PORT of the advertised URL)",
-    )
-    h.add_argument(
-        "--advertise-url",
-        default=None,
-        help="base URL the gateway sends requests to (default: http://$POD_IP or the engine's "
+    add_lease_arguments(
+        p,
+        "base URL the gateway sends requests to (default: http://$POD_IP or the engine's "
         "host, and the engine's port)",
     )
-    h.add_argument("--lease-renew-interval", type=float, default=2.0)
-    h.add_argument("--lease-duration", type=float, default=6.0)
     p.add_argument(
         "engine_command",
         nargs=argparse.REMAINDER,

@@ -15,11 +15,9 @@ import uvicorn
 from kubechat.cli import UsageError
 from kubechat.defaults import (
     DRAIN_GRACE,
-    LEASE_DURATION,
-    LEASE_RENEW_INTERVAL,
     WORKER_LIMIT_CONCURRENCY,
 )
-from kubechat.discovery.stores import STORE_HELP, open_store
+from kubechat.discovery.stores import add_lease_arguments, open_store
 from kubechat.load_failure import LoadFailureReport, termination_message_path, write_report
 
 
@@ -115,27 +113,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="seconds admitted requests may finish after SIGTERM before exit",
     )
     s.add_argument("--log-level", default="info")
-    h = p.add_argument_group("heartbeat lease (discovery)")
-    h.add_argument(
-        "--lease-store", default=os.environ.get("KUBECHAT_LEASE_STORE", "none"), help=STORE_HELP
-    )
-    h.add_argument(
-        "--deployment",
-        default=os.environ.get("KUBECHAT_DEPLOYMENT", ""),
-        help="the ModelDeployment this worker belongs to (lease label)",
-    )
-    h.add_argument(
-        "--worker-name",
-        default=os.environ.get("POD_NAME"),
-        help="lease name (default: $POD_NAME, else HOST-PORT)",
-    )
-    h.add_argument(
-        "--advertise-url",
-        default=None,
-        help="base URL the gateway uses (default: http://$POD_IP or HOST, and PORT)",
-    )
-    h.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW_INTERVAL)
-    h.add_argument("--lease-duration", type=float, default=LEASE_DURATION)
+    add_lease_arguments(p, "base URL the gateway uses (default: http://$POD_IP or HOST, and PORT)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from typing import Any
+
+from kubechat.defaults import LEASE_DURATION, LEASE_RENEW_INTERVAL
 
 from .local_store import LocalLeaseStore
 
@@ -19,6 +22,31 @@ STORE_HELP = (
     "where heartbeat leases live: local:DIR, kubernetes[:NAMESPACE[,NAMESPACE...]], "
     "kubernetes:* (every namespace) or none"
 )
+
+
+def add_lease_arguments(parser: argparse.ArgumentParser, advertise_help: str) -> None:
+    """The flags of whatever renews a worker's heartbeat lease (``kubechat worker`` and the
+    engine agent): store, deployment label, lease name, advertised URL and timing. Their
+    defaults come from the pod's environment, as the operator renders it."""
+    h = parser.add_argument_group("heartbeat lease (discovery)")
+    h.add_argument(
+        "--lease-store", default=os.environ.get("KUBECHAT_LEASE_STORE", "none"), help=STORE_HELP
+    )
+    h.add_argument(
+        "--deployment",
+        default=os.environ.get("KUBECHAT_DEPLOYMENT", ""),
+        help="the ModelDeployment this worker belongs to (lease label)",
+    )
+    h.add_argument(
+        "--worker-name",
+        default=os.environ.get("POD_NAME"),
+        help="lease name (default: $POD_NAME, else HOST-PORT of the advertised URL)",
+    )
+    h.add_argument("--advertise-url", default=None, help=advertise_help)
+    h.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW_INTERVAL)
+    h.add_argument("--lease-duration", type=float, default=LEASE_DURATION)
+
+
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
