@@ -9,14 +9,18 @@ flight, greedy, ``--max-tokens`` output tokens each) four ways in turn: plain; `
 ``top_logprobs: 5``; ``response_format`` ``json_schema`` (an object of 40 required strings, so
 every request still decodes ``--max-tokens`` tokens under the grammar instead of ending early);
 and both. With ``--rounds N`` the four are measured N times in turn and pooled, so the machine's
-drift does not tilt the ratios. Prints output tokens/s, TTFT p50 and inter-token latency p50 per
-mode, each mode's tokens/s against plain decoding, and the target (at most 10 % fewer).
+drift does not tilt the ratios. Other processes on a shared machine only ever take throughput
+away (a burst can cut a round to a tenth), so, as timeit keeps the best time, each mode is judged
+by its best round against plain decoding's best round; the median of the per-round ratios is
+printed beside it. Prints output tokens/s (best round and pooled), TTFT p50 and inter-token
+latency p50 per mode (pooled), both ratios, and the target (at most 10 % fewer tokens/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -62,8 +66,8 @@ def pooled(runs: list[RunResult]) -> RunResult:
     )
 
 
-async def measure(url: str, args: argparse.Namespace) -> dict[str, RunResult]:
-    """Every mode ``args.rounds`` times, in turn; the pooled result of each."""
+async def measure(url: str, args: argparse.Namespace) -> dict[str, list[RunResult]]:
+    """Every mode ``args.rounds`` times, in turn; each mode's runs, round by round."""
     runs: dict[str, list[RunResult]] = {mode: [] for mode in MODES}
     # one short warm-up per mode: the grammar compiler and token table are built on first use
     for extra in MODES.values():
@@ -84,21 +88,38 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, RunResult]:
                 f"  errors {result.errors}",
                 flush=True,
             )
-    return {mode: pooled(r) for mode, r in runs.items()}
+    return runs
 
 
-def report(results: dict[str, RunResult], concurrency: int) -> None:
+def best(runs: list[RunResult]) -> float:
+    """The best round's output tokens/s."""
+    return max(r.output_tokens_per_s for r in runs)
+
+
+def median_ratio(runs: dict[str, list[RunResult]], mode: str) -> float:
+    """The median over rounds of ``mode``'s tokens/s over plain decoding's in the same round."""
+    return statistics.median(
+        r.output_tokens_per_s / p.output_tokens_per_s
+        for r, p in zip(runs[mode], runs["plain"], strict=True)
+    )
+
+
+def report(runs: dict[str, list[RunResult]], concurrency: int) -> None:
     """The table: tokens/s, TTFT and ITL per mode, and the ratio to plain decoding."""
-    plain = results["plain"].output_tokens_per_s
     print(f"\nconcurrency {concurrency}, benchmark model, batching engine")
-    print(f"{'mode':24s} {'tok/s':>8s} {'vs plain':>9s} {'TTFT p50':>9s} {'ITL p50':>8s} errors")
-    for mode, r in results.items():
-        ratio = r.output_tokens_per_s / plain if plain else float("nan")
+    print(
+        f"{'mode':24s} {'best':>7s} {'pooled':>7s} {'best/plain':>10s} {'median':>7s}"
+        f" {'TTFT p50':>9s} {'ITL p50':>8s} errors"
+    )
+    plain = best(runs["plain"])
+    for mode, mode_runs in runs.items():
+        r = pooled(mode_runs)
         print(
-            f"{mode:24s} {r.output_tokens_per_s:8.1f} {ratio:9.1%} {r.ttft(0.5) * 1000:7.0f}ms"
-            f" {r.itl_p50() * 1000:6.1f}ms {r.errors:6d}"
+            f"{mode:24s} {best(mode_runs):7.1f} {r.output_tokens_per_s:7.1f}"
+            f" {best(mode_runs) / plain:10.1%} {median_ratio(runs, mode):7.1%}"
+            f" {r.ttft(0.5) * 1000:7.0f}ms {r.itl_p50() * 1000:6.1f}ms {r.errors:6d}"
         )
-    worst = min(r.output_tokens_per_s for r in results.values()) / plain if plain else 0.0
+    worst = min(best(mode_runs) / plain for mode_runs in runs.values())
     verdict = "met" if worst >= TARGET else "NOT met"
     print(f"target: every mode at least {TARGET:.0%} of plain tokens/s: {verdict} ({worst:.1%})")
 
@@ -116,8 +137,8 @@ def main() -> None:
         model_dir = args.model_dir or build(workdir / "bench-model")
         limit = ("--limit-worker-concurrency", str(args.concurrency))
         with worker(model_dir, NAME, workdir, *limit) as served:
-            results = asyncio.run(measure(served.url, args))
-        report(results, args.concurrency)
+            runs = asyncio.run(measure(served.url, args))
+        report(runs, args.concurrency)
 
 
 if __name__ == "__main__":
