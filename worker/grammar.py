@@ -105,23 +105,23 @@ class GrammarCompiler:
             text = llguidance.LLMatcher.grammar_from_json_schema(
                 schema if schema is not None else {"type": "object"}, defaults=options
             )
-        except (ValueError, TypeError) as exc:  # not a schema llguidance can read at all
-            raise GrammarError(str(exc)) from exc
+        except BaseException as exc:  # not a schema llguidance can read at all
+            raise _refusal(exc) from exc
         return self._checked(text)
 
     def lark(self, grammar: str) -> Grammar:
         """A grammar in llguidance's Lark dialect (``%json {...}`` embeds a JSON schema)."""
         try:
             text = llguidance.LLMatcher.grammar_from_lark(grammar)
-        except (ValueError, TypeError) as exc:
-            raise GrammarError(str(exc)) from exc
+        except BaseException as exc:
+            raise _refusal(exc) from exc
         return self._checked(text)
 
     def _checked(self, text: str) -> Grammar:
         try:
             error = llguidance.LLMatcher.validate_grammar(text, self.tokenizer)
-        except (ValueError, TypeError) as exc:
-            error = str(exc) or type(exc).__name__
+        except BaseException as exc:
+            error = str(_refusal(exc))
         if error:
             raise GrammarError(error)
         return Grammar(text, self)
@@ -143,6 +143,16 @@ def mask_logits(logits: torch.Tensor, matchers: list[Matcher]) -> torch.Tensor:
 
 
 _SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+def _refusal(exc: BaseException) -> GrammarError:
+    """The GrammarError for what llguidance raised on input it cannot take: a Python error, or
+    a Rust panic surfaced as pyo3's PanicException (a BaseException); anything else (a
+    cancellation, an interrupt) is raised again as it was."""
+    if not (isinstance(exc, Exception) or type(exc).__name__ == "PanicException"):
+        raise exc
+    return GrammarError((str(exc) or type(exc).__name__).splitlines()[0][:500])
+
 
 _COMPILERS: dict[int, tuple[Any, GrammarCompiler]] = {}
 _LOCK = threading.Lock()
