@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import sys
-import sysconfig
 from pathlib import Path
 
 import torch
 from tokenizers import SentencePieceBPETokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported as benchmarks.*
+from training_text import stdlib_lines
 
 VOCAB = 8000
 SHAPE = {
@@ -30,24 +32,7 @@ SHAPE = {
 }
 CHAT_TEMPLATE = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
 MARKER = "kubechat_bench.json"
-
-
-def _stdlib_lines(limit_bytes: int = 8_000_000) -> list[str]:
-    """Lines of the standard library's .py files, up to ``limit_bytes`` (sorted: reproducible)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    lines, size = [], 0
-    for path in sorted(root.glob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in text.splitlines():
-            if line.strip():
-                lines.append(line)
-                size += len(line)
-        if size > limit_bytes:
-            break
-    return lines
+TRAINING_TEXT_BYTES = 8_000_000
 
 
 def build(out_dir: Path) -> Path:
@@ -59,7 +44,7 @@ def build(out_dir: Path) -> Path:
     # SentencePiece-style BPE (metaspace pre-tokenizer), trained by the tokenizers library
     backend = SentencePieceBPETokenizer(add_prefix_space=True)
     backend.train_from_iterator(
-        _stdlib_lines(),
+        stdlib_lines(TRAINING_TEXT_BYTES),
         vocab_size=VOCAB,
         special_tokens=["<unk>", "<s>", "</s>"],
         show_progress=False,

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import io
 import json
-import sysconfig
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from benchmarks.training_text import stdlib_lines
 
 #: Directory name of the Vicuna checkpoint: FastChat's adapter and the worker's template guess
 #: both go by "vicuna" in the model path, as with lmsys/vicuna-7b-v1.5.
@@ -53,24 +56,8 @@ _TINY = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-
-
-def training_text(limit_bytes: int = 300_000) -> list[str]:
-    """Non-empty lines of the standard library's first .py files (sorted: the same every run)."""
-    lines: list[str] = []
-    size = 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in text.splitlines():
-            if line.strip():
-                lines.append(line)
-                size += len(line)
-        if size > limit_bytes:
-            break
-    return lines
+#: How much standard-library text the tiny tokenizers are trained on.
+TRAINING_TEXT_BYTES = 300_000
 
 
 def train_llama_sentencepiece(vocab_size: int = 1000) -> bytes:
@@ -78,7 +65,7 @@ def train_llama_sentencepiece(vocab_size: int = 1000) -> bytes:
     split, identity normalization with a dummy prefix, ids 0-2 ``<unk>``, ``<s>``, ``</s>``."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_text()),
+        sentence_iterator=iter(stdlib_lines(TRAINING_TEXT_BYTES)),
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_size,
@@ -107,7 +94,7 @@ def build_vicuna(parent: Path) -> Path:
     (directory / "tokenizer.model").write_bytes(sp_model)
     pieces = spm.SentencePieceProcessor(model_proto=sp_model).get_piece_size()
     special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    _write_json(
+    write_json(
         directory / "tokenizer_config.json",
         {
             **special,
@@ -122,7 +109,7 @@ def build_vicuna(parent: Path) -> Path:
             "tokenizer_class": "LlamaTokenizer",
         },
     )
-    _write_json(directory / "special_tokens_map.json", special)
+    write_json(directory / "special_tokens_map.json", special)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=pieces,
@@ -134,7 +121,7 @@ def build_vicuna(parent: Path) -> Path:
     )
     LlamaForCausalLM(config).save_pretrained(directory)
     generation = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": True}
-    _write_json(directory / "generation_config.json", {**generation, "temperature": 0.9})
+    write_json(directory / "generation_config.json", {**generation, "temperature": 0.9})
     return directory
 
 
@@ -144,27 +131,55 @@ def build_qwen2(parent: Path) -> Path:
     Qwen2ForCausalLM whose embedding is padded to a multiple of 128 rows."""
     directory = parent / QWEN2_NAME
     directory.mkdir(parents=True)
+    write_qwen2_layout(
+        directory,
+        vocab_size=1000,
+        chat_template=QWEN2_CHAT_TEMPLATE,
+        max_length=32768,
+        sampling={"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20},
+    )
+    return directory
+
+
+def write_qwen2_layout(
+    directory: Path,
+    *,
+    vocab_size: int,
+    chat_template: str,
+    max_length: int,
+    sampling: dict[str, Any],
+    added_tokens: Sequence[str] = (),
+) -> None:
+    """Write Qwen2's files into ``directory``: a byte-level BPE ``tokenizer.json`` (NFC, trained
+    to ``vocab_size`` on the standard library's sources, ChatML's special tokens and then
+    ``added_tokens`` after the merges), a Qwen2Tokenizer config with ``chat_template`` and
+    ``max_length``, a tiny Qwen2ForCausalLM (seed 0) whose embedding is padded to a multiple of
+    128 rows, and a generation_config.json with Qwen2's token ids and ``sampling``."""
     backend = Tokenizer(models.BPE())
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    backend.train_from_iterator(training_text(), trainer)
+    backend.train_from_iterator(stdlib_lines(TRAINING_TEXT_BYTES), trainer)
     backend.add_special_tokens(QWEN2_SPECIAL_TOKENS)
+    if added_tokens:
+        backend.add_tokens(list(added_tokens))
     backend.save(str(directory / "tokenizer.json"))
     endoftext, _, im_end = (backend.token_to_id(t) for t in QWEN2_SPECIAL_TOKENS)
-    _write_json(
+    write_json(
         directory / "tokenizer_config.json",
         {
             "add_prefix_space": False,
             "bos_token": None,
-            "chat_template": QWEN2_CHAT_TEMPLATE,
+            "chat_template": chat_template,
             "clean_up_tokenization_spaces": False,
             "eos_token": "<|im_end|>",
             "errors": "replace",
-            "model_max_length": 32768,
+            "model_max_length": max_length,
             "pad_token": "<|endoftext|>",
             "split_special_tokens": False,
             "tokenizer_class": "Qwen2Tokenizer",
@@ -175,26 +190,22 @@ def build_qwen2(parent: Path) -> Path:
     torch.manual_seed(0)
     config = Qwen2Config(
         vocab_size=rows,
-        max_position_embeddings=32768,
+        max_position_embeddings=max_length,
         bos_token_id=endoftext,
         eos_token_id=im_end,
         tie_word_embeddings=False,
         **_TINY,
     )
     Qwen2ForCausalLM(config).save_pretrained(directory)
-    _write_json(
+    write_json(
         directory / "generation_config.json",
         {
             "bos_token_id": endoftext,
             "pad_token_id": endoftext,
             "eos_token_id": [im_end, endoftext],
-            "do_sample": True,
-            "temperature": 0.7,
-            "top_p": 0.8,
-            "top_k": 20,
+            **sampling,
         },
     )
-    return directory
 
 
 def smollm2_gguf() -> Path:
@@ -216,5 +227,6 @@ def smollm2_gguf() -> Path:
     return Path(str(found[0].locate()))
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` as indented JSON, as checkpoints ship their configs."""
     path.write_text(json.dumps(data, indent=2))

@@ -11,16 +11,11 @@ that way, and wraps ``role: tool`` results in ``<tool_response>`` inside a user 
 
 from __future__ import annotations
 
-import json
-import sysconfig
 from pathlib import Path
 
-import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from tests.support.checkpoints import write_qwen2_layout
 
 NAME = "qwen2.5-tools-tiny"
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TOOL_TAGS = ["<tool_call>", "</tool_call>"]
 
 TOOLS_TEMPLATE = r"""
@@ -62,87 +57,17 @@ TOOLS_TEMPLATE = r"""
 {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}
 """.strip()
 
-_TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
-
-
-def _training_text(limit_bytes: int = 300_000) -> list[str]:
-    lines: list[str] = []
-    size = 0
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in text.splitlines():
-            if line.strip():
-                lines.append(line)
-                size += len(line)
-        if size > limit_bytes:
-            break
-    return lines
-
 
 def build_tool_checkpoint(parent: Path) -> Path:
     """Write the checkpoint under ``parent`` and return its directory."""
     directory = parent / NAME
     directory.mkdir(parents=True)
-    backend = Tokenizer(models.BPE())
-    backend.normalizer = normalizers.NFC()
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1500, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    backend.train_from_iterator(_training_text(), trainer)
-    backend.add_special_tokens(SPECIAL)
-    backend.add_tokens(TOOL_TAGS)
-    backend.save(str(directory / "tokenizer.json"))
-    endoftext, _, im_end = (backend.token_to_id(t) for t in SPECIAL)
-    _write(
-        directory / "tokenizer_config.json",
-        {
-            "add_prefix_space": False,
-            "bos_token": None,
-            "chat_template": TOOLS_TEMPLATE,
-            "clean_up_tokenization_spaces": False,
-            "eos_token": "<|im_end|>",
-            "errors": "replace",
-            "model_max_length": 4096,
-            "pad_token": "<|endoftext|>",
-            "split_special_tokens": False,
-            "tokenizer_class": "Qwen2Tokenizer",
-            "unk_token": None,
-        },
-    )
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=-(-backend.get_vocab_size() // 128) * 128,
-        max_position_embeddings=4096,
-        bos_token_id=endoftext,
-        eos_token_id=im_end,
-        tie_word_embeddings=False,
-        **_TINY,
-    )
-    Qwen2ForCausalLM(config).save_pretrained(directory)
-    _write(
-        directory / "generation_config.json",
-        {
-            "bos_token_id": endoftext,
-            "pad_token_id": endoftext,
-            "eos_token_id": [im_end, endoftext],
-            "do_sample": True,
-            "temperature": 0.7,
-            "top_p": 0.8,
-        },
+    write_qwen2_layout(
+        directory,
+        vocab_size=1500,
+        chat_template=TOOLS_TEMPLATE,
+        max_length=4096,
+        sampling={"do_sample": True, "temperature": 0.7, "top_p": 0.8},
+        added_tokens=TOOL_TAGS,
     )
     return directory
-
-
-def _write(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2))
