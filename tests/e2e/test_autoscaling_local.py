@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ import yaml
 from openai import OpenAI
 
 from kubechat.discovery.local_store import LocalLeaseStore
+from tests.support.burst import sustained_burst
 from tests.support.processes import free_port, kubechat_argv, wait_http
 
 from .conftest import REPO, Stack, _wait_for, demo_cache, stop_stack
@@ -75,15 +74,7 @@ def test_zero_to_max_and_back_without_a_failed_request(stack: Stack) -> None:
     assert "K2" in reply.choices[0].message.content
     assert len(stack.worker_pids()) >= 1
 
-    seen = {"most": 0}
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen["most"] = max(seen["most"], len(workers(stack)))
-            time.sleep(0.2)
-
-    def stream(_: int) -> tuple[int, str]:
+    def stream() -> tuple[int, str]:
         body = {
             "model": "kubechat-demo",
             "messages": [{"role": "user", "content": SEED}],
@@ -94,28 +85,12 @@ def test_zero_to_max_and_back_without_a_failed_request(stack: Stack) -> None:
         with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=600) as r:
             return r.status_code, r.read().decode()
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        # the burst lasts until the second worker is live (bounded): on an idle machine one round
-        # of 8 streams ends long before a worker has loaded its model
-        burst_end = time.monotonic() + 180
-
-        def sustained(i: int) -> list[tuple[int, str]]:
-            got = [stream(i)]
-            while seen["most"] < 2 and time.monotonic() < burst_end:
-                got.append(stream(i))
-            return got
-
-        with ThreadPoolExecutor(8) as pool:
-            answers = [a for many in pool.map(sustained, range(8)) for a in many]
-    finally:
-        done.set()
-        watcher.join()
+    # the burst lasts until the second worker is live (bounded at 180 s)
+    answers, most = sustained_burst(stream, lambda: len(workers(stack)), target=2)
     assert [code for code, _ in answers] == [200] * len(answers)
     for _, text in answers:
         assert '"error"' not in text and text.rstrip().endswith("data: [DONE]")
-    assert seen["most"] == 2, "the burst raised the workers to maxReplicas"
+    assert most == 2, "the burst raised the workers to maxReplicas"
 
     deadline = time.monotonic() + 120
     while (workers(stack) or stack.worker_pids()) and time.monotonic() < deadline:

@@ -7,15 +7,14 @@ the pods to maxReplicas, idle brings them back to zero, and no request fails on 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 import yaml
 
+from tests.support.burst import sustained_burst
 from tests.support.kube_stack import EXAMPLE, MODEL, SEED, Cluster
 from tests.support.processes import until
 
@@ -76,36 +75,14 @@ def test_zero_to_max_and_back_without_a_failed_request(cluster: Cluster) -> None
     metadata = cluster.md()["metadata"]
     assert "kubechat.dev/demand" in metadata.get("annotations", {}), "the gateway's demand"
 
-    most = {"pods": 0}
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            most["pods"] = max(most["pods"], len(cluster.ready_pods()))
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        # the burst lasts until the second pod is Ready (bounded): on an idle machine one round
-        # of 8 streams ends long before a new worker has loaded its model
-        burst_end = time.monotonic() + 180
-
-        def sustained(_: int) -> list[tuple[int, str]]:
-            got = [stream(cluster)]
-            while most["pods"] < 2 and time.monotonic() < burst_end:
-                got.append(stream(cluster))
-            return got
-
-        with ThreadPoolExecutor(8) as pool:
-            answers = [a for many in pool.map(sustained, range(8)) for a in many]
-    finally:
-        done.set()
-        watcher.join()
+    # the burst lasts until the second pod is Ready (bounded at 180 s)
+    answers, most = sustained_burst(
+        lambda: stream(cluster), lambda: len(cluster.ready_pods()), target=2
+    )
     assert [code for code, _ in answers] == [200] * len(answers)
     for _, text in answers:
         assert '"error"' not in text and text.rstrip().endswith("data: [DONE]")
-    assert most["pods"] == 2, "the burst raised the ready pods to maxReplicas"
+    assert most == 2, "the burst raised the ready pods to maxReplicas"
 
     until(lambda: cluster.pods() == [], timeout=180, what="idle: back to zero pods")
     until(lambda: not cluster.lease_names(), timeout=30, what="no lease left")
