@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import re
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .engine import EngineStats, Runner
+from .model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -158,27 +158,21 @@ class Embedder(Runner):
         self._pad = pad_token_id
         self._capacity = capacity
         self._batch_tokens = batch_tokens
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: ModelThread[_Job] = ModelThread("embedder", self._serve_one)
         self._running = 0
-        self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
         """Start the model thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="embedder", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     async def stop(self) -> None:
         """Stop the model thread after the current batch."""
-        if self._thread is not None:
-            self._jobs.put(None)
-            await asyncio.to_thread(self._thread.join, 10)
-            self._thread = None
+        await self._thread.stop()
 
     def stats(self) -> EngineStats:
         """Requests being embedded (0 or 1) and waiting."""
         return EngineStats(
-            running=self._running, queued=self._jobs.qsize(), capacity=self._capacity
+            running=self._running, queued=self._thread.queued(), capacity=self._capacity
         )
 
     async def embed(self, inputs: list[list[int]]) -> torch.Tensor:
@@ -186,29 +180,23 @@ class Embedder(Runner):
         Cancelling the call drops the inputs not yet run."""
         loop = asyncio.get_running_loop()
         job = _Job(inputs, loop, loop.create_future())
-        self._jobs.put(job)
+        self._thread.put(job)
         try:
             return await job.future
         finally:
             job.cancelled.set()
 
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if job.cancelled.is_set():
-                continue
-            self._running = 1
-            try:
-                with torch.inference_mode():
-                    result: object = self._run(job)
-            except Exception as exc:  # reported to the one request; the runner goes on
-                log.exception("embedding failed")
-                result = exc
-            finally:
-                self._running = 0
-            job.loop.call_soon_threadsafe(_settle, job.future, result)
+    def _serve_one(self, job: _Job) -> None:
+        self._running = 1
+        try:
+            with torch.inference_mode():
+                result: object = self._run(job)
+        except Exception as exc:  # reported to the one request; the runner goes on
+            log.exception("embedding failed")
+            result = exc
+        finally:
+            self._running = 0
+        job.loop.call_soon_threadsafe(_settle, job.future, result)
 
     def _run(self, job: _Job) -> torch.Tensor | None:
         rows: list[torch.Tensor] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import queue
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 
 from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_steps
 from .grammar import mask_logits
+from .model_thread import ModelThread
 from .sampling import new_generator, pick_token, prompt_logprobs, token_logprobs
 
 log = logging.getLogger(__name__)
@@ -67,29 +67,23 @@ class SerialEngine(Engine):
         self._model = model
         self._device = torch.device(device)
         self._capacity = capacity
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: ModelThread[_Job] = ModelThread("serial-engine", self._serve_one)
         self._running = 0
-        self._thread: threading.Thread | None = None
         self._cache_arg = cache_argument(model)
 
     async def start(self) -> None:
         """Start the model thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="serial-engine", daemon=True)
-            self._thread.start()
+        self._thread.start()
 
     async def stop(self) -> None:
         """Stop the model thread after the current step."""
-        if self._thread is not None:
-            self._jobs.put(None)
-            await asyncio.to_thread(self._thread.join, 10)
-            self._thread = None
+        await self._thread.stop()
 
     def stats(self) -> EngineStats:
         """Running is 0 or 1; every other admitted request waits in the queue."""
         return EngineStats(
             running=self._running,
-            queued=self._jobs.qsize(),
+            queued=self._thread.queued(),
             capacity=self._capacity,
             kv_cache_utilization=float(self._running),
         )
@@ -97,30 +91,24 @@ class SerialEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Step]:
         """Queue the request and stream its steps; closing the iterator cancels it."""
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
-        self._jobs.put(job)
+        self._thread.put(job)
         try:
             async for step in queued_steps(job.out):
                 yield step
         finally:
             job.cancelled.set()
 
-    def _serve(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            if job.cancelled.is_set():
-                continue
-            self._running = 1
-            try:
-                with torch.inference_mode():
-                    self._run(job)
-            except Exception as exc:  # reported to the one request, the engine keeps serving
-                log.exception("generation failed")
-                job.emit(exc)
-            finally:
-                self._running = 0
-                job.emit(DONE)
+    def _serve_one(self, job: _Job) -> None:
+        self._running = 1
+        try:
+            with torch.inference_mode():
+                self._run(job)
+        except Exception as exc:  # reported to the one request, the engine keeps serving
+            log.exception("generation failed")
+            job.emit(exc)
+        finally:
+            self._running = 0
+            job.emit(DONE)
 
     def _run(self, job: _Job) -> None:
         req = job.request
