@@ -19,7 +19,6 @@ per relayed chunk, benchmarks/gateway_overhead.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -30,6 +29,7 @@ import aiohttp
 
 from kubechat.discovery.records import WorkerRecord
 from kubechat.openai_errors import OpenAIError, unavailable
+from kubechat.sse import DONE_EVENT, error_event
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class Streaming:
 def _error_event(message: str) -> bytes:
     """The SSE events that end a broken stream: an OpenAI error object, then ``[DONE]``."""
     err = OpenAIError(502, message, code="upstream_failed")
-    return f"data: {json.dumps(err.body())}\n\ndata: [DONE]\n\n".encode()
+    return (error_event(err.body()) + DONE_EVENT).encode()
 
 
 def _once(fn: Callable[[], None]) -> Callable[[], None]:

@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DONE_EVENT = "data: [DONE]\n\n"  # the last event of every stream
+from kubechat.sse import DONE_EVENT as DONE_EVENT  # the last event of every stream
+from kubechat.sse import error_event as error_event  # the one home of both: kubechat/sse.py
+
 KEEPALIVE = ": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see the stream alive
-
-
-def error_event(body: dict) -> str:
-    """The event that ends a stream which failed midway (an OpenAI error object)."""
-    return f"data: {json.dumps(body)}\n\n"
 
 
 class StreamChunks:
