@@ -13,7 +13,7 @@ import os
 from urllib.parse import urlsplit
 
 from kubechat.cli import UsageError
-from kubechat.discovery.stores import add_lease_arguments, open_store
+from kubechat.discovery.stores import add_lease_arguments, open_lease_writer
 from kubechat.engine_metrics import PROTOCOL_METRICS
 
 ENGINES = sorted(name for name in PROTOCOL_METRICS if name != "transformers")
@@ -90,12 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("drain_grace", "drain_settle", "engine_stop_timeout"):
         if getattr(args, flag) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0")
-    if args.lease_duration <= args.lease_renew_interval:
-        raise UsageError("--lease-duration must be longer than --lease-renew-interval")
-    try:
-        store = open_store(args.lease_store)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    store = open_lease_writer(args)
     command = list(args.engine_command)
     if command[:1] == ["--"]:
         command = command[1:]

@@ -10,18 +10,14 @@ from collections.abc import AsyncIterator
 
 from kubechat.cli import UsageError
 from kubechat.cold_start import HOLD_TIMEOUT
-from kubechat.discovery.stores import STORE_HELP, open_store
+from kubechat.discovery.stores import add_lease_reader_argument, open_store
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Declare the gateway's flags."""
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("KUBECHAT_PORT", "8000")))
-    p.add_argument(
-        "--lease-store",
-        default=os.environ.get("KUBECHAT_LEASE_STORE", "kubernetes"),
-        help=STORE_HELP,
-    )
+    add_lease_reader_argument(p)
     a = p.add_argument_group("authentication")
     a.add_argument(
         "--api-key",

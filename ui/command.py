@@ -8,16 +8,12 @@ from pathlib import Path
 
 from kubechat.cli import UsageError
 from kubechat.cold_start import HOLD_TIMEOUT
-from kubechat.discovery.stores import STORE_HELP, open_store
+from kubechat.discovery.stores import add_lease_reader_argument, open_store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    parser.add_argument(
-        "--lease-store",
-        default=os.environ.get("KUBECHAT_LEASE_STORE", "kubernetes"),
-        help=STORE_HELP,
-    )
+    add_lease_reader_argument(parser)
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(

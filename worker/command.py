@@ -17,7 +17,7 @@ from kubechat.defaults import (
     DRAIN_GRACE,
     WORKER_LIMIT_CONCURRENCY,
 )
-from kubechat.discovery.stores import add_lease_arguments, open_store
+from kubechat.discovery.stores import add_lease_arguments, open_lease_writer
 from kubechat.load_failure import LoadFailureReport, termination_message_path, write_report
 
 
@@ -157,12 +157,7 @@ def run(args: argparse.Namespace) -> int:
             kv_cache_bytes = parse_memory(args.kv_cache_memory)
         except ValueError as exc:
             raise UsageError(f"--kv-cache-memory: {exc}") from exc
-    if args.lease_duration <= args.lease_renew_interval:
-        raise UsageError("--lease-duration must be longer than --lease-renew-interval")
-    try:
-        store = open_store(args.lease_store)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    store = open_lease_writer(args)
     names = [n.strip() for n in (args.model_names or "").split(",") if n.strip()]
     options = RuntimeOptions(
         load=LoadOptions(

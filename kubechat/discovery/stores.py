@@ -14,6 +14,7 @@ import os
 import re
 from typing import Any
 
+from kubechat.cli import UsageError
 from kubechat.defaults import LEASE_DURATION, LEASE_RENEW_INTERVAL
 
 from .local_store import LocalLeaseStore
@@ -45,6 +46,28 @@ def add_lease_arguments(parser: argparse.ArgumentParser, advertise_help: str) ->
     h.add_argument("--advertise-url", default=None, help=advertise_help)
     h.add_argument("--lease-renew-interval", type=float, default=LEASE_RENEW_INTERVAL)
     h.add_argument("--lease-duration", type=float, default=LEASE_DURATION)
+
+
+def open_lease_writer(args: argparse.Namespace) -> Any:
+    """The store named by the flags :func:`add_lease_arguments` declared, after checking their
+    timing; :class:`~kubechat.cli.UsageError` for a lease no longer than its renew interval or
+    an unknown store."""
+    if args.lease_duration <= args.lease_renew_interval:
+        raise UsageError("--lease-duration must be longer than --lease-renew-interval")
+    try:
+        return open_store(args.lease_store)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def add_lease_reader_argument(parser: argparse.ArgumentParser) -> None:
+    """``--lease-store`` of whatever reads the workers' leases (the gateway and the UI): the
+    Kubernetes Leases unless ``$KUBECHAT_LEASE_STORE`` says otherwise."""
+    parser.add_argument(
+        "--lease-store",
+        default=os.environ.get("KUBECHAT_LEASE_STORE", "kubernetes"),
+        help=STORE_HELP,
+    )
 
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
