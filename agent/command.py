@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from urllib.parse import urlsplit
 
-from kubechat.cli import UsageError
+from kubechat.cli import UsageError, configure_logging
 from kubechat.discovery.stores import add_lease_arguments, open_lease_writer
 from kubechat.engine_metrics import PROTOCOL_METRICS
 
@@ -98,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
     host = os.environ.get("POD_IP") or engine_url.hostname
     address = (args.advertise_url or f"{engine_url.scheme}://{host}:{port}").rstrip("/")
     names = [n.strip() for n in (args.model_names or "").split(",") if n.strip()]
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     agent = Agent(
         EngineProbe(args.engine_url, PROTOCOL_METRICS[args.engine]),
         name=args.worker_name or _lease_name(address),

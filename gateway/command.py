@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from kubechat.cli import UsageError
+from kubechat.cli import UsageError, configure_logging
 from kubechat.cold_start import HOLD_TIMEOUT
 from kubechat.discovery.stores import add_lease_reader_argument, open_store
 
@@ -111,9 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "the gateway needs a lease store to find workers (local:DIR or kubernetes)"
         )
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     view = LiveView(store)
     router = Router(view)
     config = GatewayConfig(

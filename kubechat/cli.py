@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help)
@@ -23,8 +24,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class UsageError(Exception):
     """Bad command-line input: printed as a CLI message, exit code 2."""
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level`` (a subcommand's ``--log-level``, any case) in the commands' one format."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def main(argv: list[str] | None = None) -> int:

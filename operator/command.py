@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from kubechat.cli import UsageError
+from kubechat.cli import UsageError, configure_logging
 from kubechat.defaults import DRAIN_GRACE, LEASE_DURATION, LEASE_RENEW_INTERVAL
 from kubechat.vllm_plan import DEFAULT_VLLM_IMAGE
 
@@ -108,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} must be between 0 (off) and 65535 (got {port})")
     if args.metrics_port and args.metrics_port == args.health_port:
         raise UsageError("--metrics-port and --health-port must differ")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     settings = ControllerSettings(
         pods=PodSettings(
             image=args.worker_image,

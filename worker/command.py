@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from types import FrameType
@@ -12,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from kubechat.cli import UsageError
+from kubechat.cli import UsageError, configure_logging
 from kubechat.defaults import (
     DRAIN_GRACE,
     WORKER_LIMIT_CONCURRENCY,
@@ -177,9 +176,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_tokens=args.max_batch_tokens,
         kv_cache_bytes=kv_cache_bytes,
     )
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     failure: list[LoadFailureReport] = []
     server: DrainingServer | None = None
 
