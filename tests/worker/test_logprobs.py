@@ -9,11 +9,12 @@ import asyncio
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from kubechat.worker.batching_engine import BatchingEngine
 from kubechat.worker.engine import GenerationRequest, SamplingParams, Step
 from kubechat.worker.serial_engine import SerialEngine
+from tests.support.checkpoints import tiny_llama
 
 GREEDY = SamplingParams(do_sample=False)
 TOLERANCE = 1e-4
@@ -21,16 +22,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=1000,
-        hidden_size=128,
-        intermediate_size=344,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama()
 
 
 @pytest.fixture(scope="module", params=["batching", "serial"])
