@@ -10,13 +10,13 @@ ModelDeployment's ModelLoadFailed condition carries the worker's reason and mess
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.baichuan13b_checkpoint import broken_modeling_checkpoint
 from tests.support.processes import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -33,21 +33,6 @@ def deployment(name: str, path: Path | str) -> dict[str, Any]:
             "replicas": 1,
         },
     }
-
-
-def broken_checkpoint(baichuan13b_dir: Path, folder: Path) -> Path:
-    """The Baichuan-13B test checkpoint with a modeling file that reads a setting no config has."""
-    checkpoint = Path(shutil.copytree(baichuan13b_dir, folder / "baichuan-broken-modeling"))
-    modeling = checkpoint / "modeling_baichuan.py"
-    modeling.write_text(
-        modeling.read_text().replace(
-            "    config_class = BaichuanConfig\n",
-            "    config_class = BaichuanConfig\n\n    def __init__(self, config):\n"
-            "        super().__init__(config)\n        self.window = config.no_such_setting\n",
-            1,
-        )
-    )
-    return checkpoint
 
 
 def load_failed(cluster, name: str) -> dict[str, Any] | None:
@@ -73,7 +58,7 @@ def test_the_workers_own_reason_reaches_the_condition(
     path = (
         "/no/such/model"
         if name == "missing-model"
-        else broken_checkpoint(baichuan13b_dir, tmp_path)
+        else broken_modeling_checkpoint(baichuan13b_dir, tmp_path)
     )
     manifest = tmp_path / f"{name}.yaml"
     manifest.write_text(yaml.safe_dump(deployment(name, path)))

@@ -8,7 +8,6 @@ reasons that the operator no longer reads fails here."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from kubechat.operator.reconcile import ObservedPod
 from kubechat.worker.loading import LoadOptions, ModelLoadError, load_model
 from kubechat.worker.placement import InsufficientGpuMemory, plan_placement
 from kubechat.worker.state import load_failure_report
+from tests.support.baichuan13b_checkpoint import broken_modeling_checkpoint
 
 WORKER_ARGS = ["--lease-store", "none", "--host", "127.0.0.1", "--port", "0", "--device", "cpu"]
 TAIL_LINES, TAIL_BYTES = 80, 2048  # what the kubelet keeps of the log (FallbackToLogsOnError)
@@ -107,16 +107,7 @@ def test_a_real_workers_report_reaches_the_condition(tmp_path) -> None:
 def test_remote_code_that_breaks_is_its_own_reason(baichuan13b_dir, tmp_path) -> None:
     """A checkpoint whose own modeling code fails: RemoteCodeIncompatible, with the exception
     type, the file and line, read by the operator from a real worker's report."""
-    checkpoint = Path(shutil.copytree(baichuan13b_dir, tmp_path / "baichuan-broken-modeling"))
-    modeling = checkpoint / "modeling_baichuan.py"
-    modeling.write_text(
-        modeling.read_text().replace(
-            "    config_class = BaichuanConfig\n",
-            "    config_class = BaichuanConfig\n\n    def __init__(self, config):\n"
-            "        super().__init__(config)\n        self.window = config.no_such_setting\n",
-            1,
-        )
-    )
+    checkpoint = broken_modeling_checkpoint(baichuan13b_dir, tmp_path)
     _, message = run_worker(checkpoint, tmp_path, "--trust-remote-code")
     failure = load_failure(exited(1, message=message))
     assert failure is not None and failure.reason == "RemoteCodeIncompatible"

@@ -155,6 +155,22 @@ def build_baichuan13b_checkpoint(
     return out_dir
 
 
+def broken_modeling_checkpoint(checkpoint: Path, folder: Path) -> Path:
+    """A copy of ``checkpoint`` (one :func:`build_baichuan13b_checkpoint` built) under ``folder``
+    whose modeling file reads a setting no config has: its own code fails as the model is built."""
+    broken = Path(shutil.copytree(checkpoint, folder / "baichuan-broken-modeling"))
+    modeling = broken / "modeling_baichuan.py"
+    modeling.write_text(
+        modeling.read_text().replace(
+            "    config_class = BaichuanConfig\n",
+            "    config_class = BaichuanConfig\n\n    def __init__(self, config):\n"
+            "        super().__init__(config)\n        self.window = config.no_such_setting\n",
+            1,
+        )
+    )
+    return broken
+
+
 def shipped_build_chat_input(checkpoint: Path):
     """The ``build_chat_input`` function of ``checkpoint``'s own ``generation_utils.py``,
     imported from the file (not through the worker)."""
