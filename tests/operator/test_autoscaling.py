@@ -10,9 +10,7 @@ import time
 import kubernetes
 
 from kubechat.discovery.demand import KubernetesDemand
-from kubechat.discovery.kube_store import KubernetesLeaseStore
-from kubechat.discovery.records import WorkerRecord
-from tests.operator.test_controller import Events, create_md, pods, read_md, reconcile
+from tests.operator.test_controller import Events, create_md, pods, read_md, reconcile, serve
 
 SCALING = {
     "minReplicas": 0,
@@ -21,26 +19,6 @@ SCALING = {
     "scaleDownDelaySeconds": 2,
     "windowSeconds": 1,
 }
-
-
-def serve_with_load(api, pod: str, deployment: str, in_flight: int) -> None:
-    """Play a ready worker whose lease reports ``in_flight`` requests."""
-    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
-        pod,
-        "default",
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": "10.0.0.9",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
-    record = WorkerRecord(
-        pod, deployment, ("kubechat-demo",), "http://10.0.0.9:8000", True, False,
-        in_flight, 0, 4, time.time(), 6.0,
-    )  # fmt: skip
-    KubernetesLeaseStore("default", api_client=api, pod_name=pod).publish(record)
 
 
 def test_zero_demand_burst_ignored_scale_and_back_to_zero(api) -> None:
@@ -62,7 +40,7 @@ def test_zero_demand_burst_ignored_scale_and_back_to_zero(api) -> None:
     assert ("Normal", "ScaledUp", "0 -> 1 workers: a request is waiting for the model") in events
 
     time.sleep(1.0)
-    serve_with_load(api, pod, "auto", in_flight=4)
+    serve(api, pod, "auto", in_flight=4)
     status = reconcile(api, "auto", events)
     assert status["desiredReplicas"] == 2 and len(pods(api, "auto")) == 2
     assert events.reasons().count("ScaledUp") == 2
@@ -77,12 +55,12 @@ def test_zero_demand_burst_ignored_scale_and_back_to_zero(api) -> None:
     assert reconcile(api, "auto", events) and events.reasons().count("ReplicasIgnored") == 1
 
     for name in pods(api, "auto"):
-        serve_with_load(api, name, "auto", in_flight=0)
+        serve(api, name, "auto", in_flight=0)
     deadline = time.monotonic() + 30
     while pods(api, "auto") and time.monotonic() < deadline:
         status = reconcile(api, "auto", events)
         for name in pods(api, "auto"):  # workers keep renewing while they run
-            serve_with_load(api, name, "auto", in_flight=0)
+            serve(api, name, "auto", in_flight=0)
         time.sleep(0.5)
     assert pods(api, "auto") == {} and status["desiredReplicas"] == 0
     downs = [m for _, r, m in events if r == "ScaledDown"]

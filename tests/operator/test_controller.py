@@ -70,8 +70,9 @@ def pods(api, name: str) -> dict[str, dict]:
     return {p["metadata"]["name"]: p for p in items}
 
 
-def serve(api, pod: str, deployment: str, *, lease_age: float = 0.0) -> None:
-    """Play a worker that loaded its model: pod Ready, lease renewed ``lease_age`` s ago."""
+def serve(api, pod: str, deployment: str, *, lease_age: float = 0.0, in_flight: int = 0) -> None:
+    """Play a worker that loaded its model: pod Ready, lease renewed ``lease_age`` s ago,
+    reporting ``in_flight`` requests."""
     kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
         pod,
         "default",
@@ -90,7 +91,7 @@ def serve(api, pod: str, deployment: str, *, lease_age: float = 0.0) -> None:
         address="http://10.0.0.9:8000",
         ready=True,
         draining=False,
-        in_flight=0,
+        in_flight=in_flight,
         queued=0,
         capacity=4,
         renew_time=time.time() - lease_age,
