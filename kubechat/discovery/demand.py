@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +26,7 @@ from typing import Any, Protocol
 
 from kubechat.spec import GROUP, PLURAL, VERSION
 
+from .atomic_json import replace_json
 from .records import format_micro_time, parse_micro_time
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class LocalDemand(_Catalogue):
 
     def declare(self, deployment: ScalableDeployment) -> None:
         """Record ``deployment`` as autoscaled (``kubechat up`` does, at start)."""
-        _write_json(
+        replace_json(
             self.lease_dir / AUTOSCALED_DIR / f"{deployment.name}.json",
             {"name": deployment.name, "models": list(deployment.models)},
         )
@@ -143,7 +142,7 @@ class LocalDemand(_Catalogue):
     async def want(self, deployment: ScalableDeployment) -> None:
         """Write the demand file of ``deployment`` with the current time."""
         path = self.lease_dir / DEMAND_DIR / f"{deployment.name}.json"
-        await asyncio.to_thread(_write_json, path, {"time": time.time()})
+        await asyncio.to_thread(replace_json, path, {"time": time.time()})
 
     def demand(self, name: str) -> float | None:
         """When deployment ``name`` was last wanted (unix seconds), None if never."""
@@ -152,19 +151,6 @@ class LocalDemand(_Catalogue):
             return float(data["time"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` atomically with ``data`` as JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class KubernetesDemand(_Catalogue):

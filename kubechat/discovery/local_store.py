@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .atomic_json import replace_json
 from .records import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,6 @@ class LocalLeaseStore:
     def publish(self, record: WorkerRecord) -> None:
         """Write ``record`` atomically, replacing the previous one."""
         target = self.path_for(record.name)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {
             "name": record.name,
             "deployment": record.deployment,
@@ -66,15 +64,7 @@ class LocalLeaseStore:
             "leaseDurationSeconds": record.lease_duration,
             "annotations": record.to_annotations(),
         }
-        # The temp file starts with a dot and does not end in .json: readers never list it.
-        fd, tmp = tempfile.mkstemp(dir=self.state_dir, prefix=f".{record.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_json(target, data)  # its temp file is never listed: a dot name, not .json
 
     def remove(self, name: str) -> None:
         """Delete worker ``name``'s record; nothing happens if it is absent."""
