@@ -59,8 +59,9 @@ def demo_cache(demo_model_dir: Path, base: Path | None = None) -> Path:
     return demo_model_dir.parent
 
 
-def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
-    """Start ``kubechat up examples/demo.yaml`` and wait until it prints that it is ready."""
+def start_stack(demo_model_dir: Path, base: Path, *extra: str, manifest: Path = DEMO_YAML) -> Stack:
+    """Start ``kubechat up MANIFEST`` (examples/demo.yaml unless given) and wait until it prints
+    that it is ready."""
     port = free_port()
     state = base / f"state-{port}"
     log = base / f"up-{port}.log"
@@ -75,7 +76,7 @@ def start_stack(demo_model_dir: Path, base: Path, *extra: str) -> Stack:
         extra = (*extra, "--ui-port", str(ui_port))
         ui_url = f"http://127.0.0.1:{ui_port}"
     argv = kubechat_argv(
-        "up", str(DEMO_YAML), "--port", str(port), "--state-dir", str(state), *extra
+        "up", str(manifest), "--port", str(port), "--state-dir", str(state), *extra
     )
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -4,8 +4,6 @@ burst raises the workers to maxReplicas, idle brings them back to zero; no reque
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,9 +14,8 @@ from openai import OpenAI
 
 from kubechat.discovery.local_store import LocalLeaseStore
 from tests.support.burst import sustained_burst
-from tests.support.processes import free_port, kubechat_argv, wait_http
 
-from .conftest import REPO, Stack, _wait_for, demo_cache, stop_stack
+from .conftest import REPO, Stack, start_stack, stop_stack
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +41,9 @@ def workers(stack: Stack) -> list[str]:
 @pytest.fixture(scope="module")
 def stack(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("autoscaled")
-    port = free_port()
-    state, log = base / "state", base / "up.log"
-    env = {**os.environ, "KUBECHAT_CACHE": str(demo_cache(demo_model_dir)), "PYTHONUNBUFFERED": "1"}
-    argv = kubechat_argv(
-        "up", str(fast_manifest(base)), "--port", str(port), "--state-dir", str(state), "--no-ui"
-    )
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", 240, proc)
-        _wait_for(lambda: "ready." in log.read_text(), 240, proc, log)
-    except Exception:
-        stop_stack(proc)
-        raise
-    yield Stack(url, state, proc, log)
-    stop_stack(proc)
+    up = start_stack(demo_model_dir, base, "--no-ui", manifest=fast_manifest(base))
+    yield up
+    stop_stack(up.proc)
 
 
 def test_zero_to_max_and_back_without_a_failed_request(stack: Stack) -> None:
