@@ -23,7 +23,13 @@ from kubechat.discovery.local_store import LocalLeaseStore
 from kubechat.discovery.records import WorkerRecord
 from kubechat.engine_metrics import PROTOCOL_METRICS
 from tests.support.processes import free_port, kubechat_argv, stop, tail, until
-from tests.support.vllm import VLLM_START_TIMEOUT, VLLM_TEST_ENV, vllm_server_argv
+from tests.support.vllm import (
+    VLLM_START_TIMEOUT,
+    VLLM_TEST_ENV,
+    greedy_tokens,
+    streamed_greedy,
+    vllm_server_argv,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -126,16 +132,10 @@ def test_lease_names_the_engine_and_its_models(pair: Pair) -> None:
 async def test_lease_carries_vllm_running_and_waiting_requests(pair: Pair) -> None:
     client = pair.client()
 
-    async def ask() -> int:
-        reply = await client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "import os"}],
-            max_tokens=500,
-            **GREEDY,
-        )
-        return reply.usage.completion_tokens
-
-    asks = [asyncio.create_task(ask()) for _ in range(CAPACITY + 2)]
+    asks = [
+        asyncio.create_task(greedy_tokens(client, MODEL, "import os", 500))
+        for _ in range(CAPACITY + 2)
+    ]
     seen: list[tuple[int, int]] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not all(t.done() for t in asks):
@@ -242,24 +242,10 @@ async def test_sigterm_drains_then_stops_vllm(pair: Pair) -> None:
     """Last in the module: it stops the pair. Streams in flight at SIGTERM all complete."""
     client = pair.client()
 
-    async def stream() -> tuple[int, str | None]:
-        chunks = await client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "class A:"}],
-            max_tokens=300,
-            **GREEDY,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        tokens, finish = 0, None
-        async for chunk in chunks:
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
-            if chunk.choices and chunk.choices[0].finish_reason:
-                finish = chunk.choices[0].finish_reason
-        return tokens, finish
-
-    streams = [asyncio.create_task(stream()) for _ in range(CAPACITY)]
+    streams = [
+        asyncio.create_task(streamed_greedy(client, MODEL, "class A:", 300))
+        for _ in range(CAPACITY)
+    ]
     await asyncio.to_thread(
         until, lambda: pair.record().in_flight == CAPACITY, 30, 0.05, "streams running"
     )

@@ -25,6 +25,8 @@ from tests.support.vllm import (
     VLLM_START_TIMEOUT,
     VLLM_TEST_ENV,
     bench_model_dir,
+    greedy_tokens,
+    streamed_greedy,
     vllm_python,
 )
 
@@ -118,16 +120,10 @@ def test_gateway_answers_from_vllm(vllm_stack: VllmStack) -> None:
 async def test_lease_shows_vllm_load(vllm_stack: VllmStack) -> None:
     client = AsyncOpenAI(base_url=f"{vllm_stack.url}/v1", api_key="none", max_retries=0)
 
-    async def ask() -> int:
-        reply = await client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "import sys"}],
-            max_tokens=500,
-            **GREEDY,
-        )
-        return reply.usage.completion_tokens
-
-    asks = [asyncio.create_task(ask()) for _ in range(LIMIT + 2)]
+    asks = [
+        asyncio.create_task(greedy_tokens(client, MODEL, "import sys", 500))
+        for _ in range(LIMIT + 2)
+    ]
     seen = set()
     while not all(a.done() for a in asks):
         lease = vllm_stack.lease()
@@ -143,25 +139,10 @@ async def test_sigterm_drains_with_nothing_lost(vllm_stack: VllmStack) -> None:
     """Last: it stops the stack. Streams in flight at SIGTERM complete; nothing stays."""
     client = AsyncOpenAI(base_url=f"{vllm_stack.url}/v1", api_key="none", max_retries=0)
 
-    async def stream() -> tuple[int, str | None]:
-        chunks = await client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "class B:"}],
-            max_tokens=300,
-            stream=True,
-            stream_options={"include_usage": True},
-            **GREEDY,
-        )
-        tokens, finish = 0, None
-        async for chunk in chunks:
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
-            if chunk.choices and chunk.choices[0].finish_reason:
-                finish = chunk.choices[0].finish_reason
-        return tokens, finish
-
     engine = vllm_stack.lease().address
-    streams = [asyncio.create_task(stream()) for _ in range(LIMIT)]
+    streams = [
+        asyncio.create_task(streamed_greedy(client, MODEL, "class B:", 300)) for _ in range(LIMIT)
+    ]
     await asyncio.to_thread(
         until, lambda: vllm_stack.lease().in_flight == LIMIT, 30, 0.05, "streams in vLLM"
     )

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from openai import AsyncOpenAI
 
 from kubechat.vllm_env import vllm_python as find_vllm_python
 
@@ -67,3 +68,36 @@ def vllm_server_argv(
         # tests measure behaviour, not speed
         "--enforce-eager",
     ]
+
+
+async def greedy_tokens(client: AsyncOpenAI, model: str, prompt: str, max_tokens: int) -> int:
+    """The completion tokens of a greedy, non-streamed chat completion of ``prompt``."""
+    reply = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.0,
+    )
+    return reply.usage.completion_tokens
+
+
+async def streamed_greedy(
+    client: AsyncOpenAI, model: str, prompt: str, max_tokens: int
+) -> tuple[int, str | None]:
+    """Stream a greedy chat completion of ``prompt`` with usage to its end: the completion tokens
+    the usage chunk counts (0 without one) and the last finish reason."""
+    chunks = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    tokens, finish = 0, None
+    async for chunk in chunks:
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    return tokens, finish
