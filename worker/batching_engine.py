@@ -27,6 +27,7 @@ run alone); they are served by the serial engine and the worker says so (log lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -44,7 +45,7 @@ from .engine import (
     TokenLogprob,
     queued_steps,
 )
-from .grammar import GrammarError, Matcher, mask_logits
+from .grammar import GrammarError, Matcher, mask_logits, pick_allowed
 from .padded_cache import append_rows, check_cache, keep_rows, positions, use_growing_layers
 from .sampling import new_generator, pick_token, token_logprobs
 from .serial_engine import SerialEngine, cache_argument, output_cache
@@ -78,12 +79,12 @@ class _Seq:
 
     @property
     def plain_greedy(self) -> bool:
+        """Greedy without penalties: the token is the arg-max of the row's (masked) logits."""
         p = self.request.sampling
         return (
             p.greedy
             and p.repetition_penalty == 1.0
             and not (p.presence_penalty or p.frequency_penalty)
-            and self.matcher is None
         )
 
 
@@ -521,24 +522,32 @@ class BatchingEngine(Engine):
         return out
 
     def _pick(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
-        """One token per row: one arg-max for the plain greedy rows, ``pick_token`` for others,
-        after one grammar mask over the rows that have a grammar."""
-        tokens = logits.argmax(dim=-1).tolist()
+        """One token per row: one arg-max for the plain greedy rows (after one grammar mask over
+        the rows that have a grammar), ``pick_token`` for the others."""
         constrained = [i for i, seq in enumerate(seqs) if seq.matcher is not None]
-        masked = {}
         if constrained:
             rows = mask_logits(logits[constrained], [seqs[i].matcher for i in constrained])
-            masked = dict(zip(constrained, rows, strict=True))
+            if len(constrained) == len(seqs):
+                logits = rows
+            else:
+                logits = logits.index_copy(0, torch.tensor(constrained, device=rows.device), rows)
+        tokens = logits.argmax(dim=-1).tolist()
         for row, seq in enumerate(seqs):
+            pick = self._picker(seq)
             if not seq.plain_greedy:
-                tokens[row] = pick_token(
-                    masked.get(row, logits[row]),
-                    seq.request.sampling,
-                    seq.generator,
-                    seq.seen,
-                    seq.generated,
-                )
+                tokens[row] = pick(logits[row])
+            if seq.matcher is not None:
+                with contextlib.suppress(GrammarError):  # _emit fails this sequence alone
+                    tokens[row] = pick_allowed(logits[row], seq.matcher, pick, tokens[row])
         return tokens
+
+    @staticmethod
+    def _picker(seq: _Seq) -> Callable[[torch.Tensor], int]:
+        """How ``seq`` picks its token from one row of logits."""
+        if seq.plain_greedy:
+            return lambda row: int(row.argmax())
+        params = seq.request.sampling
+        return lambda row: pick_token(row, params, seq.generator, seq.seen, seq.generated)
 
     def _emit(self, seq: _Seq, token: int, logprob: TokenLogprob | None = None) -> bool:
         """Send one token to its stream; False when the sequence is over."""

@@ -18,12 +18,16 @@ only some of transformers' fast tokenizers.
 
 from __future__ import annotations
 
+import json
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import llguidance
 import llguidance.torch
+import numpy as np
 import torch
 
 from .token_bytes import token_table
@@ -43,32 +47,90 @@ class Grammar:
 
     text: str  # llguidance's serialized grammar
     compiler: GrammarCompiler
+    # a matcher that never moves: building one costs about a millisecond (the lexer is set up),
+    # a copy of it a few microseconds, and the engine thread starts one per sequence
+    _start: llguidance.LLMatcher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        start = llguidance.LLMatcher(self.compiler.tokenizer, self.text)
+        object.__setattr__(self, "_start", start)
 
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the grammar."""
-        return Matcher(llguidance.LLMatcher(self.compiler.tokenizer, self.text), self.compiler)
+        return Matcher(self._start.deep_copy(), self.compiler)
 
 
 class Matcher:
-    """One sequence's position in its grammar."""
+    """One sequence's position in its grammar, and the tokens allowed next."""
 
     def __init__(self, matcher: llguidance.LLMatcher, compiler: GrammarCompiler) -> None:
         self._matcher = matcher
         self._compiler = compiler
+        self._allowed: torch.Tensor | None = None  # the next mask, once computed
+        self._trial: tuple[int, llguidance.LLMatcher, torch.Tensor] | None = None
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
         """Write the allowed next tokens into row ``row`` of an llguidance bitmask."""
-        llguidance.torch.fill_next_token_bitmask(self._matcher, bitmask, row)
+        if self._allowed is None:
+            self._allowed = _next_mask(self._matcher, self._compiler.vocab_size)
+        bitmask[row] = self._allowed[0]
+
+    def accepts(self, token: int) -> bool:
+        """Whether the sequence can go on after ``token``: the grammar allows it, and llguidance
+        can tell what may follow it. (llguidance 1.9.1 panics on the mask after a string that
+        reaches its ``maxLength`` with a multi-byte character, which leaves only the end of
+        sequence allowed: such a token is refused here, so that another is picked, instead of
+        the answer ending as invalid JSON.) The move is kept for :meth:`advance`."""
+        if token in self._compiler.eos:
+            return self._matcher.is_accepting()
+        trial = self._matcher.deep_copy()  # a few microseconds: the grammar itself is shared
+        if not trial.consume_token(token):
+            return False
+        allowed = _next_mask(trial, self._compiler.vocab_size)
+        if trial.is_error():
+            return False
+        self._trial = (token, trial, allowed)
+        return True
 
     def advance(self, token: int) -> None:
         """Move past ``token``; GrammarError if the grammar does not allow it."""
-        if not self._matcher.consume_token(token):
+        if (self._trial is None or self._trial[0] != token) and not self.accepts(token):
             raise GrammarError(f"token {token} breaks the grammar: {self._matcher.get_error()}")
+        assert self._trial is not None
+        _, self._matcher, self._allowed = self._trial
+        self._trial = None
 
     def ends_with(self, token: int) -> bool:
         """Whether ``token`` is an end-of-sequence token of the grammar (allowed only once the
         grammar is complete): the sequence stops there, without that token."""
         return token in self._compiler.eos
+
+
+def _next_mask(matcher: llguidance.LLMatcher, vocab: int) -> torch.Tensor:
+    """The bitmask (one row) of the tokens ``matcher`` allows next."""
+    bitmask = llguidance.torch.allocate_token_bitmask(1, vocab)
+    llguidance.torch.fill_next_token_bitmask(matcher, bitmask, 0)
+    return bitmask
+
+
+def pick_allowed(
+    logits: torch.Tensor, matcher: Matcher, pick: Callable[[torch.Tensor], int], first: int
+) -> int:
+    """``first`` (picked from the row's masked ``logits``) if the sequence can go on after it,
+    else the next choice of ``pick`` with every refused token masked out as well (see
+    :meth:`Matcher.accepts`); GrammarError after a few refusals."""
+    token = first
+    for _ in range(REPICKS):
+        if matcher.accepts(token):
+            return token
+        logits = logits.clone()
+        logits[token] = float("-inf")
+        token = pick(logits)
+    raise GrammarError(f"no token the grammar can go on from (last tried: {token})")
+
+
+#: how many refused tokens a step tries past before it fails the sequence
+REPICKS = 8
 
 
 class GrammarCompiler:
@@ -97,20 +159,32 @@ class GrammarCompiler:
             n_vocab=self.vocab_size,
         )
 
+        # clients send the same schema or tools with every request: each is compiled once
+        self._json_schema = lru_cache(maxsize=COMPILED_GRAMMARS)(self._compile_json_schema)
+        self._lark = lru_cache(maxsize=COMPILED_GRAMMARS)(self._compile_lark)
+
     def json_schema(self, schema: dict | None, strict: bool = False) -> Grammar:
         """JSON matching ``schema`` (None: any JSON object). ``strict`` refuses keywords
         llguidance cannot enforce instead of ignoring them."""
+        try:
+            key = json.dumps(schema if schema is not None else {"type": "object"}, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise GrammarError(f"the schema is not JSON: {exc}") from exc
+        return self._json_schema(key, strict)
+
+    def _compile_json_schema(self, schema: str, strict: bool) -> Grammar:
         options = {**JSON_OPTIONS, "lenient": not strict}
         try:
-            text = llguidance.LLMatcher.grammar_from_json_schema(
-                schema if schema is not None else {"type": "object"}, defaults=options
-            )
+            text = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options)
         except BaseException as exc:  # not a schema llguidance can read at all
             raise _refusal(exc) from exc
         return self._checked(text)
 
     def lark(self, grammar: str) -> Grammar:
         """A grammar in llguidance's Lark dialect (``%json {...}`` embeds a JSON schema)."""
+        return self._lark(grammar)
+
+    def _compile_lark(self, grammar: str) -> Grammar:
         try:
             text = llguidance.LLMatcher.grammar_from_lark(grammar)
         except BaseException as exc:
@@ -134,15 +208,15 @@ def mask_logits(logits: torch.Tensor, matchers: list[Matcher]) -> torch.Tensor:
     bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab)
     for row, matcher in enumerate(matchers):
         matcher.fill(bitmask, row)
-    bits = (bitmask.unsqueeze(-1) >> _SHIFTS.to(bitmask.device)) & 1  # (rows, words, 32)
-    allowed = bits.reshape(len(matchers), -1)[:, :vocab].to(torch.bool)
+    # bit b of 32-bit word w allows token 32 w + b: little-endian words, so the bytes' bits in
+    # little-endian order are the tokens in order (numpy unpacks them in one pass)
+    words = bitmask.numpy().astype("<i4", copy=False)
+    bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")
     width = logits.shape[-1]
-    if width > vocab:
-        allowed = torch.cat([allowed, allowed.new_zeros(len(matchers), width - vocab)], dim=1)
-    return logits.masked_fill(~allowed[:, :width].to(logits.device), float("-inf"))
-
-
-_SHIFTS = torch.arange(32, dtype=torch.int32)
+    allowed = torch.zeros(len(matchers), width, dtype=torch.bool)
+    known = min(width, vocab)
+    allowed[:, :known] = torch.from_numpy(bits[:, :known])
+    return torch.where(allowed.to(logits.device), logits, float("-inf"))
 
 
 def _refusal(exc: BaseException) -> GrammarError:
@@ -153,6 +227,9 @@ def _refusal(exc: BaseException) -> GrammarError:
         raise exc
     return GrammarError((str(exc) or type(exc).__name__).splitlines()[0][:500])
 
+
+#: grammars each compiler keeps compiled (the schemas and tool sets seen most recently)
+COMPILED_GRAMMARS = 256
 
 _COMPILERS: dict[int, tuple[Any, GrammarCompiler]] = {}
 _LOCK = threading.Lock()

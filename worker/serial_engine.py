@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import DONE, Engine, EngineStats, GenerationRequest, Step, queued_steps
-from .grammar import mask_logits
+from .grammar import mask_logits, pick_allowed
 from .model_thread import ModelThread
 from .sampling import new_generator, pick_token, prompt_logprobs, token_logprobs
 
@@ -135,6 +135,13 @@ class SerialEngine(Engine):
             logits = out.logits[0, -1]
             allowed = logits if matcher is None else mask_logits(logits[None], [matcher])[0]
             token = pick_token(allowed, params, generator, seen, generated)
+            if matcher is not None:
+                token = pick_allowed(
+                    allowed,
+                    matcher,
+                    lambda row: pick_token(row, params, generator, seen, generated),
+                    token,
+                )
             if token in req.stop_token_ids or (matcher and matcher.ends_with(token)):
                 job.emit(Step(None, "stop", **first))
                 return

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+import torch
 from openai import AsyncOpenAI
 
 from tests.support.served_model import ServedModel, served_model
@@ -66,10 +67,14 @@ SCHEMAS = [("person", PERSON), ("order", ORDER), ("point", POINT)]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from benchmarks.bench_model import build
 
-    model_dir: Path = build(tmp_path_factory.mktemp("bench-model"))
+    return build(tmp_path_factory.mktemp("bench-model"))
+
+
+@pytest.fixture(scope="module")
+def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
     args = ("--limit-worker-concurrency", "16")
     with served_model(model_dir, NAME, tmp_path_factory.mktemp("served"), *args) as s:
         yield s
@@ -149,3 +154,36 @@ def test_schema_that_cannot_be_enforced_is_a_400(served: ServedModel) -> None:
     body["response_format"] = {"type": "json_schema"}
     r = httpx.post(f"{served.gateway_url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_format.json_schema"
+
+
+def test_a_string_ending_at_max_length_on_a_multibyte_character_still_closes(
+    model_dir: Path,
+) -> None:
+    """llguidance 1.9.1 cannot go on after a string that reaches ``maxLength`` with a multi-byte
+    character (its next mask panics and allows only the end of sequence: the answer would end as
+    unterminated JSON, as one of 50 sampled answers once did). A model that prefers that
+    character gets another token, and the string still closes."""
+    from transformers import AutoTokenizer
+
+    from kubechat.worker.grammar import grammar_compiler, mask_logits, pick_allowed
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    eos = tokenizer.eos_token_id
+    grammar = grammar_compiler(tokenizer, {eos}).json_schema(
+        {"type": "string", "maxLength": 2}, strict=True
+    )
+    dash = tokenizer.convert_tokens_to_ids("–")
+    matcher = grammar.matcher()
+    text = ""
+    for _ in range(6):
+        logits = torch.zeros(tokenizer.vocab_size)
+        logits[dash] = 10.0  # the model's favourite, wherever the grammar allows it
+        masked = mask_logits(logits[None], [matcher])[0]
+        token = pick_allowed(masked, matcher, lambda row: int(row.argmax()), int(masked.argmax()))
+        if matcher.ends_with(token):
+            break
+        matcher.advance(token)
+        text += tokenizer.decode([token])
+    assert token == eos
+    value = json.loads(text)
+    assert isinstance(value, str) and 1 <= len(value) <= 2, text
