@@ -459,6 +459,5 @@ class _SilenceWatch:
         self._timer.cancel()
 
 
-
 def _usage_wanted(req: SamplingFields) -> bool:
     return bool(req.stream_options and req.stream_options.include_usage)
