@@ -533,6 +533,8 @@ class BatchingEngine(Engine):
                 logits = logits.index_copy(0, torch.tensor(constrained, device=rows.device), rows)
         tokens = logits.argmax(dim=-1).tolist()
         for row, seq in enumerate(seqs):
+            if seq.plain_greedy and seq.matcher is None:
+                continue  # the common row: nothing more to do
             pick = self._picker(seq)
             if not seq.plain_greedy:
                 tokens[row] = pick(logits[row])
